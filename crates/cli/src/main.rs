@@ -1,0 +1,133 @@
+//! `deltabox`: the command-line interface. It talks to the daemon over its Unix socket
+//! (starting it when needed); `deltabox daemon` runs the daemon itself.
+
+mod client;
+mod output;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use client::ApiFailure;
+use deltabox_api as api;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "deltabox",
+    version,
+    about = "Millisecond checkpoint, rollback and fork for AI-agent sandboxes"
+)]
+struct Cli {
+    /// Print machine-readable JSON instead of human output.
+    #[arg(long, global = true)]
+    json: bool,
+    /// The daemon's socket.
+    #[arg(long, global = true, env = api::SOCKET_ENV, default_value = api::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// The layer store (used when this command starts the daemon).
+    #[arg(long, global = true, env = api::ROOT_ENV, default_value = api::DEFAULT_ROOT)]
+    root: PathBuf,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Report the kernel features DeltaBox uses and whether this machine has them.
+    Doctor,
+    /// Run the daemon in the foreground.
+    Daemon,
+    /// Create a sandbox (default base: the host's root, read-only).
+    Create {
+        /// A directory tree to use as the sandbox's root filesystem.
+        #[arg(long)]
+        base: Option<PathBuf>,
+        /// Share the host's network (default: no network, loopback only).
+        #[arg(long)]
+        net: bool,
+    },
+    /// Run a command in the sandbox's persistent shell.
+    Exec {
+        sandbox: String,
+        /// Kill the command after this many seconds (the shell survives).
+        #[arg(long)]
+        timeout: Option<f64>,
+        /// Bytes of stdout and of stderr to keep (each).
+        #[arg(long)]
+        max_output: Option<usize>,
+        /// The command (joined with spaces and run by bash).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Checkpoint the sandbox's files.
+    Checkpoint {
+        sandbox: String,
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// Restore the sandbox to a checkpoint.
+    Restore { sandbox: String, checkpoint: String },
+    /// Paths added, modified and deleted between two checkpoints.
+    Diff {
+        from: String,
+        to: String,
+        /// Print a unified diff (git apply / patch -p1) instead of a list.
+        #[arg(long)]
+        patch: bool,
+    },
+    /// Show the checkpoint tree of a sandbox.
+    Tree { sandbox: String },
+    /// List sandboxes.
+    Ls,
+    /// Remove sandboxes or checkpoints (by id).
+    Rm {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Delete layers that no checkpoint or sandbox needs.
+    Gc,
+    #[command(name = "__init", hide = true)]
+    Init { config: String },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Cmd::Init { config } = &cli.cmd {
+        deltabox_sandbox::init::init_main(config);
+    }
+    let code = match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("deltabox: error: {e:#}");
+            match e.downcast_ref::<ApiFailure>() {
+                Some(f) if f.status == 404 => 3,
+                Some(_) => 2,
+                None => 1,
+            }
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run(cli: Cli) -> Result<i32> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    if let Cmd::Daemon = cli.cmd {
+        tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "info".into()),
+            )
+            .with_writer(std::io::stderr)
+            .init();
+        let cfg = deltabox_daemon::DaemonConfig {
+            socket: cli.socket,
+            root: cli.root,
+            init_exe: std::env::current_exe()?,
+        };
+        rt.block_on(deltabox_daemon::run(cfg))?;
+        return Ok(0);
+    }
+    rt.block_on(output::dispatch(cli))
+}

@@ -1,0 +1,271 @@
+//! Each subcommand: one API call, then human or JSON output.
+
+use crate::client::Client;
+use crate::{Cli, Cmd};
+use anyhow::{bail, Result};
+use deltabox_api as api;
+use serde::Serialize;
+use std::io::Write;
+
+fn print_json<T: Serialize>(v: &T) {
+    println!("{}", serde_json::to_string_pretty(v).expect("serializable"));
+}
+
+fn mb(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+pub async fn dispatch(cli: Cli) -> Result<i32> {
+    let client = Client {
+        socket: cli.socket.clone(),
+    };
+    client.ensure_daemon(&cli.root).await?;
+    let json = cli.json;
+    let none: Option<&()> = None;
+    match cli.cmd {
+        Cmd::Doctor => {
+            let checks: Vec<api::Check> = client.call("GET", "/v1/doctor", none).await?;
+            if json {
+                print_json(&checks);
+            } else {
+                for c in &checks {
+                    let mark = match c.status.as_str() {
+                        "ok" => "ok     ",
+                        "missing" => "MISSING",
+                        _ => "       ",
+                    };
+                    println!("{mark}  {:<16} {}", c.name, c.detail);
+                }
+            }
+        }
+        Cmd::Create { base, net } => {
+            let req = api::CreateRequest {
+                base: base.map(|b| b.display().to_string()),
+                net,
+            };
+            let sb: api::Sandbox = client.call("POST", "/v1/sandboxes", Some(&req)).await?;
+            if json {
+                print_json(&sb);
+            } else {
+                println!("{}", sb.id);
+            }
+        }
+        Cmd::Exec {
+            sandbox,
+            timeout,
+            max_output,
+            command,
+        } => {
+            let req = api::ExecRequest {
+                command: command.join(" "),
+                timeout_ms: timeout.map(|t| (t * 1000.0) as u64),
+                max_output_bytes: max_output,
+            };
+            let r: api::ExecResponse = client
+                .call("POST", &format!("/v1/sandboxes/{sandbox}/exec"), Some(&req))
+                .await?;
+            if json {
+                print_json(&r);
+            } else {
+                std::io::stdout().write_all(r.stdout.as_bytes())?;
+                std::io::stderr().write_all(r.stderr.as_bytes())?;
+                if r.truncated {
+                    eprintln!(
+                        "deltabox: output truncated: stdout {} bytes, stderr {} bytes written, {} and {} kept (raise --max-output)",
+                        r.stdout_bytes,
+                        r.stderr_bytes,
+                        r.stdout.len(),
+                        r.stderr.len()
+                    );
+                }
+                if r.timed_out {
+                    eprintln!(
+                        "deltabox: the command timed out after {:.1} s and was killed ({} process(es)); the shell {}",
+                        r.duration_ms / 1000.0,
+                        r.killed,
+                        if r.shell_restarted { "had to be restarted: shell state was reset" } else { "survives with its state" }
+                    );
+                } else if r.shell_restarted {
+                    eprintln!("deltabox: the shell exited during the command and was restarted: cwd, variables and functions were reset");
+                }
+            }
+            return Ok(r.exit_code);
+        }
+        Cmd::Checkpoint { sandbox, label } => {
+            let req = api::CheckpointRequest { label };
+            let c: api::CheckpointCreated = client
+                .call(
+                    "POST",
+                    &format!("/v1/sandboxes/{sandbox}/checkpoints"),
+                    Some(&req),
+                )
+                .await?;
+            if json {
+                print_json(&c);
+            } else {
+                println!("{}  ({:.2} ms)", c.id, c.ms);
+            }
+        }
+        Cmd::Restore {
+            sandbox,
+            checkpoint,
+        } => {
+            let req = api::RestoreRequest { checkpoint };
+            let r: api::RestoreResponse = client
+                .call(
+                    "POST",
+                    &format!("/v1/sandboxes/{sandbox}/restore"),
+                    Some(&req),
+                )
+                .await?;
+            if json {
+                print_json(&r);
+            } else {
+                println!(
+                    "restored {} to {}  ({:.2} ms)",
+                    r.sandbox, r.checkpoint, r.ms
+                );
+            }
+        }
+        Cmd::Diff { from, to, patch } => {
+            let d: api::DiffResponse = client
+                .call(
+                    "GET",
+                    &format!("/v1/diff?from={from}&to={to}&patch={patch}"),
+                    none,
+                )
+                .await?;
+            if json {
+                print_json(&d);
+            } else if patch {
+                print!("{}", d.patch.unwrap_or_default());
+            } else {
+                for c in &d.changes {
+                    let m = match c.change.as_str() {
+                        "added" => "A",
+                        "deleted" => "D",
+                        _ => "M",
+                    };
+                    let what = if c.what.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  ({})", c.what.join(", "))
+                    };
+                    let slash = if c.kind == "dir" { "/" } else { "" };
+                    println!("{m} {}{slash}{what}", c.path);
+                }
+            }
+        }
+        Cmd::Tree { sandbox } => {
+            let nodes: Vec<api::TreeNode> = client
+                .call("GET", &format!("/v1/sandboxes/{sandbox}/tree"), none)
+                .await?;
+            if json {
+                print_json(&nodes);
+            } else {
+                print_tree(&sandbox, &nodes);
+            }
+        }
+        Cmd::Ls => {
+            let sbs: Vec<api::Sandbox> = client.call("GET", "/v1/sandboxes", none).await?;
+            let usage: api::Usage = client.call("GET", "/v1/usage", none).await?;
+            if json {
+                print_json(&sbs);
+            } else {
+                println!(
+                    "{:<16} {:<8} {:>6} {:<16} {:<5} BASE",
+                    "SANDBOX", "STATE", "CKPTS", "HEAD", "NET"
+                );
+                for s in &sbs {
+                    let state = s.state.split(':').next().unwrap_or("");
+                    println!(
+                        "{:<16} {:<8} {:>6} {:<16} {:<5} {}",
+                        s.id,
+                        state,
+                        s.checkpoints,
+                        s.head.as_deref().unwrap_or("-"),
+                        s.net,
+                        s.base
+                    );
+                }
+                println!(
+                    "{} sandbox(es), {} checkpoint(s), {} layer(s) using {}",
+                    usage.sandboxes,
+                    usage.checkpoints,
+                    usage.layers,
+                    mb(usage.bytes)
+                );
+            }
+        }
+        Cmd::Rm { ids } => {
+            let mut out = Vec::new();
+            for id in ids {
+                let path = if id.starts_with("ck-") {
+                    format!("/v1/checkpoints/{id}")
+                } else if id.starts_with("sb-") {
+                    format!("/v1/sandboxes/{id}")
+                } else {
+                    bail!("{id:?} is neither a sandbox id (sb-…) nor a checkpoint id (ck-…); see `deltabox ls` and `deltabox tree SANDBOX`");
+                };
+                let r: serde_json::Value = client.call("DELETE", &path, none).await?;
+                if !json {
+                    println!("removed {id}");
+                }
+                out.push(r);
+            }
+            if json {
+                print_json(&out);
+            }
+        }
+        Cmd::Gc => {
+            let r: api::GcResponse = client.call("POST", "/v1/gc", none).await?;
+            if json {
+                print_json(&r);
+            } else {
+                println!(
+                    "removed {} layer(s) and {} work dir(s), freed {}",
+                    r.layers_removed,
+                    r.work_dirs_removed,
+                    mb(r.bytes_freed)
+                );
+            }
+        }
+        Cmd::Daemon | Cmd::Init { .. } => unreachable!("handled in main"),
+    }
+    Ok(0)
+}
+
+fn print_tree(sandbox: &str, nodes: &[api::TreeNode]) {
+    println!("{sandbox}");
+    let ids: std::collections::HashSet<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
+    let roots: Vec<&api::TreeNode> = nodes
+        .iter()
+        .filter(|n| n.parent.as_deref().is_none_or(|p| !ids.contains(p)))
+        .collect();
+    fn walk(n: &api::TreeNode, all: &[api::TreeNode], prefix: &str, last: bool) {
+        let mut line = format!("{prefix}{}{}", if last { "└── " } else { "├── " }, n.id);
+        if let Some(l) = &n.label {
+            line.push_str(&format!(" \"{l}\""));
+        }
+        if n.removed {
+            line.push_str(" [removed]");
+        } else {
+            line.push_str(&format!("  {:.2} ms, {} layer(s)", n.ms, n.depth));
+        }
+        if n.head {
+            line.push_str("  <- head");
+        }
+        println!("{line}");
+        let kids: Vec<&api::TreeNode> = all
+            .iter()
+            .filter(|c| c.parent.as_deref() == Some(n.id.as_str()))
+            .collect();
+        let p = format!("{prefix}{}", if last { "    " } else { "│   " });
+        for (i, k) in kids.iter().enumerate() {
+            walk(k, all, &p, i + 1 == kids.len());
+        }
+    }
+    for (i, r) in roots.iter().enumerate() {
+        walk(r, nodes, "", i + 1 == roots.len());
+    }
+}

@@ -1,0 +1,39 @@
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// One node of a sandbox's checkpoint tree. Its file content is the stack of frozen
+/// layers (top first) over `base`; process state joins through `process` (issue: DeltaCR).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CheckpointRecord {
+    pub id: String,
+    pub sandbox: String,
+    pub parent: Option<String>,
+    /// Frozen layers, top first; the base directory is below them.
+    pub layers: Vec<String>,
+    pub base: PathBuf,
+    pub created_unix_ms: u64,
+    #[serde(default)]
+    pub label: Option<String>,
+    /// A removed checkpoint stays as a tombstone so the tree keeps its shape and a
+    /// restore of it gets a specific error; its layers are released.
+    #[serde(default)]
+    pub removed: bool,
+    /// Milliseconds the blocking part of the checkpoint took.
+    #[serde(default)]
+    pub ms: f64,
+}
+
+/// A sandbox as the store sees it: the frozen stack under its live upper layer.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SandboxRecord {
+    pub id: String,
+    pub base: PathBuf,
+    /// Frozen layers under the live upper, top first.
+    pub layers: Vec<String>,
+    /// The live, writable upper layer.
+    pub upper: String,
+    /// The checkpoint the live state descends from.
+    pub head: Option<String>,
+    pub net: bool,
+    pub created_unix_ms: u64,
+}

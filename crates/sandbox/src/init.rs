@@ -1,0 +1,431 @@
+//! The sandbox's init: the first process inside the sandbox's namespaces.
+//!
+//! Started by the daemon as `deltabox __init CONFIG` with the control socket and the
+//! shell's pipes on fixed descriptors. Stage 1 unshares the namespaces and forks; stage 2
+//! is pid 1 of the new pid namespace: it builds the root from the overlay mount the
+//! daemon sends, starts the shell, reaps orphans, and on request moves everyone onto a
+//! new root (checkpoint/restore). It exits when the daemon's end of the control socket
+//! closes, which tears the whole pid namespace down with it.
+
+use crate::protocol::*;
+use deltabox_sys::{caps, fdpass, mount, net};
+use nix::sched::{unshare, CloneFlags};
+use nix::sys::signal::{kill, SigSet, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::{fork, ForkResult, Pid};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::path::Path;
+
+type R<T> = Result<T, String>;
+
+fn die(msg: &str) -> ! {
+    eprintln!("deltabox init: {msg}");
+    std::process::exit(111)
+}
+
+/// Entry point of `deltabox __init`.
+pub fn init_main(config_json: &str) -> ! {
+    let cfg: InitConfig =
+        serde_json::from_str(config_json).unwrap_or_else(|e| die(&format!("bad config: {e}")));
+    let mut flags = CloneFlags::CLONE_NEWNS
+        | CloneFlags::CLONE_NEWPID
+        | CloneFlags::CLONE_NEWUTS
+        | CloneFlags::CLONE_NEWIPC
+        | CloneFlags::CLONE_NEWCGROUP;
+    if !cfg.net {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    unshare(flags).unwrap_or_else(|e| die(&format!("unshare namespaces: {e}")));
+    // SAFETY: this process is single-threaded (freshly exec'd), so fork is safe.
+    match unsafe { fork() } {
+        Err(e) => die(&format!("fork: {e}")),
+        Ok(ForkResult::Child) => {
+            // SAFETY: prctl with integer arguments.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+            stage2(cfg)
+        }
+        Ok(ForkResult::Parent { child }) => {
+            // Stage 1 keeps nothing open, so the daemon sees EOF when the sandbox dies.
+            for fd in [
+                FD_CONTROL,
+                FD_SHELL_STDIN,
+                FD_SHELL_STDOUT,
+                FD_SHELL_STDERR,
+                FD_SHELL_MARKER,
+            ] {
+                // SAFETY: closing our own inherited descriptors.
+                unsafe { libc::close(fd) };
+            }
+            loop {
+                match waitpid(child, None) {
+                    Ok(WaitStatus::Exited(_, c)) => std::process::exit(c),
+                    Ok(WaitStatus::Signaled(..)) => std::process::exit(137),
+                    Err(nix::Error::EINTR) | Ok(_) => continue,
+                    Err(_) => std::process::exit(1),
+                }
+            }
+        }
+    }
+}
+
+struct Init {
+    cfg: InitConfig,
+    ctl: OwnedFd,
+    shell: Option<Pid>,
+}
+
+fn stage2(cfg: InitConfig) -> ! {
+    // SAFETY: FD_CONTROL was set up by the daemon and is owned by us from here on.
+    let ctl = unsafe { OwnedFd::from_raw_fd(FD_CONTROL) };
+    let mut init = Init {
+        cfg,
+        ctl,
+        shell: None,
+    };
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    mask.thread_block()
+        .unwrap_or_else(|e| die(&format!("block SIGCHLD: {e}")));
+    let sfd = nix::sys::signalfd::SignalFd::with_flags(
+        &mask,
+        nix::sys::signalfd::SfdFlags::SFD_CLOEXEC | nix::sys::signalfd::SfdFlags::SFD_NONBLOCK,
+    )
+    .unwrap_or_else(|e| die(&format!("signalfd: {e}")));
+    loop {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        let (ctl_ev, sig_ev) = {
+            // SAFETY: both fds are owned by this function's locals and outlive the poll.
+            let c = unsafe { BorrowedFd::borrow_raw(init.ctl.as_raw_fd()) };
+            let s = unsafe { BorrowedFd::borrow_raw(sfd.as_raw_fd()) };
+            let mut fds = [
+                PollFd::new(c, PollFlags::POLLIN),
+                PollFd::new(s, PollFlags::POLLIN),
+            ];
+            match poll(&mut fds, PollTimeout::NONE) {
+                Err(nix::Error::EINTR) => continue,
+                Err(e) => die(&format!("poll: {e}")),
+                Ok(_) => (
+                    fds[0].revents().unwrap_or(PollFlags::empty()),
+                    fds[1].revents().unwrap_or(PollFlags::empty()),
+                ),
+            }
+        };
+        if !sig_ev.is_empty() {
+            while sfd.read_signal().ok().flatten().is_some() {}
+            init.reap();
+        }
+        if ctl_ev.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
+            let (msg, fds) = match fdpass::recv(init.ctl.as_raw_fd()) {
+                Ok(m) => m,
+                Err(_) => std::process::exit(0),
+            };
+            if msg.is_empty() {
+                // The daemon is gone: so is the sandbox.
+                std::process::exit(0);
+            }
+            let reply = match serde_json::from_slice::<Request>(&msg) {
+                Ok(req) => init.handle(req, fds),
+                Err(e) => Reply::Err {
+                    error: format!("bad request: {e}"),
+                },
+            };
+            init.send(&reply);
+        }
+    }
+}
+
+const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+const PROC_MASKED: &[&str] = &[
+    "kcore",
+    "keys",
+    "timer_list",
+    "sysrq-trigger",
+    "latency_stats",
+    "sched_debug",
+    "kallsyms",
+];
+const PROC_READONLY: &[&str] = &["sys", "irq", "bus", "fs"];
+/// Staging mount point for the next root, on the sandbox's own /dev tmpfs (never a layer).
+const NEXT: &str = "/dev/.deltabox-next";
+
+impl Init {
+    fn send(&self, reply: &Reply) {
+        let data = serde_json::to_vec(reply).expect("replies serialize");
+        let _ = fdpass::send(self.ctl.as_raw_fd(), &data, &[]);
+    }
+
+    fn reap(&mut self) {
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => self.child_gone(pid, code),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => self.child_gone(pid, 128 + sig as i32),
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+    }
+
+    fn child_gone(&mut self, pid: Pid, code: i32) {
+        if self.shell == Some(pid) {
+            self.shell = None;
+            self.send(&Reply::ShellExited { code });
+        }
+    }
+
+    fn handle(&mut self, req: Request, fds: Vec<OwnedFd>) -> Reply {
+        let res: R<Reply> = match req {
+            Request::Root => fds
+                .first()
+                .ok_or_else(|| "no mount descriptor sent".to_string())
+                .and_then(|m| self.setup_root(m))
+                .and_then(|_| self.start_shell())
+                .map(|_| ok()),
+            Request::SwitchRoot => fds
+                .first()
+                .ok_or_else(|| "no mount descriptor sent".to_string())
+                .and_then(|m| switch_root(m))
+                .map(|_| ok()),
+            Request::Procs => Ok(Reply::Ok {
+                procs: self.others(),
+                count: 0,
+            }),
+            Request::KillOthers => {
+                let procs = self.others();
+                for p in &procs {
+                    let _ = kill(Pid::from_raw(p.pid), Signal::SIGKILL);
+                }
+                Ok(Reply::Ok {
+                    count: procs.len(),
+                    procs: vec![],
+                })
+            }
+            Request::SignalShell { signal } => match (self.shell, Signal::try_from(signal)) {
+                (Some(p), Ok(s)) => kill(p, s)
+                    .map(|_| ok())
+                    .map_err(|e| format!("signal shell: {e}")),
+                (None, _) => Err("the shell is not running".into()),
+                (_, Err(e)) => Err(format!("bad signal {signal}: {e}")),
+            },
+            Request::RestartShell => {
+                if let Some(p) = self.shell.take() {
+                    let _ = kill(p, Signal::SIGKILL);
+                    let _ = waitpid(p, None);
+                }
+                self.start_shell().map(|_| ok())
+            }
+        };
+        res.unwrap_or_else(|error| Reply::Err { error })
+    }
+
+    /// Other live processes of the sandbox (zombies excluded: they hold no files).
+    fn others(&self) -> Vec<ProcInfo> {
+        let mut out = Vec::new();
+        let Ok(rd) = std::fs::read_dir("/proc") else {
+            return out;
+        };
+        for e in rd.flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            if pid == 1 || Some(Pid::from_raw(pid)) == self.shell {
+                continue;
+            }
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let (comm, rest) = match (stat.find('('), stat.rfind(')')) {
+                (Some(a), Some(b)) => {
+                    (stat[a + 1..b].to_string(), stat[b + 1..].trim().to_string())
+                }
+                _ => continue,
+            };
+            let state = rest.split_whitespace().next().unwrap_or("?").to_string();
+            if state == "Z" || state == "X" {
+                continue;
+            }
+            out.push(ProcInfo { pid, comm, state });
+        }
+        out
+    }
+
+    fn setup_root(&mut self, mnt: &OwnedFd) -> R<()> {
+        let e = |x: deltabox_sys::SysError| x.to_string();
+        mount::make_rprivate().map_err(e)?;
+        let root = Path::new(&self.cfg.staging);
+        mount::attach_mount(mnt, root).map_err(e)?;
+        let proc_ = root.join("proc");
+        mount::mount_fs(
+            "proc",
+            &proc_,
+            nix::mount::MsFlags::MS_NOSUID
+                | nix::mount::MsFlags::MS_NODEV
+                | nix::mount::MsFlags::MS_NOEXEC,
+            None,
+        )
+        .map_err(e)?;
+        for m in PROC_READONLY {
+            let p = proc_.join(m);
+            if p.exists() {
+                mount::bind_mount(&p, &p, true).map_err(e)?;
+            }
+        }
+        for m in PROC_MASKED {
+            let p = proc_.join(m);
+            if p.exists() {
+                mount::bind_mount(Path::new("/dev/null"), &p, true).map_err(e)?;
+            }
+        }
+        let dev = root.join("dev");
+        mount::mount_fs(
+            "tmpfs",
+            &dev,
+            nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NOEXEC,
+            Some("mode=755,size=65536k"),
+        )
+        .map_err(e)?;
+        for n in DEV_NODES {
+            let (src, dst) = (Path::new("/dev").join(n), dev.join(n));
+            if src.exists() {
+                std::fs::write(&dst, b"").map_err(|x| format!("create {}: {x}", dst.display()))?;
+                mount::bind_mount(&src, &dst, false).map_err(e)?;
+            }
+        }
+        for (link, target) in [
+            ("fd", "/proc/self/fd"),
+            ("stdin", "/proc/self/fd/0"),
+            ("stdout", "/proc/self/fd/1"),
+            ("stderr", "/proc/self/fd/2"),
+            ("ptmx", "pts/ptmx"),
+        ] {
+            let _ = std::os::unix::fs::symlink(target, dev.join(link));
+        }
+        for d in ["pts", "shm", ".deltabox-next"] {
+            std::fs::create_dir(dev.join(d)).map_err(|x| format!("mkdir /dev/{d}: {x}"))?;
+        }
+        mount::mount_fs(
+            "devpts",
+            &dev.join("pts"),
+            nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NOEXEC,
+            Some("newinstance,ptmxmode=0666,mode=620"),
+        )
+        .map_err(e)?;
+        mount::mount_fs(
+            "tmpfs",
+            &dev.join("shm"),
+            nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV,
+            Some("mode=1777,size=65536k"),
+        )
+        .map_err(e)?;
+        let sys = root.join("sys");
+        if sys.is_dir() {
+            // Read-only sysfs; without CAP_SYS_ADMIN the sandbox cannot remount it.
+            let _ = mount::mount_fs(
+                "sysfs",
+                &sys,
+                nix::mount::MsFlags::MS_RDONLY
+                    | nix::mount::MsFlags::MS_NOSUID
+                    | nix::mount::MsFlags::MS_NODEV
+                    | nix::mount::MsFlags::MS_NOEXEC,
+                None,
+            );
+        }
+        std::env::set_current_dir(root).map_err(|x| format!("chdir to new root: {x}"))?;
+        mount::pivot_root_cwd().map_err(e)?;
+        mount::detach(Path::new(".")).map_err(e)?;
+        std::env::set_current_dir("/").map_err(|x| format!("chdir /: {x}"))?;
+        nix::unistd::sethostname(&self.cfg.hostname).map_err(|x| format!("sethostname: {x}"))?;
+        if !self.cfg.net {
+            net::loopback_up().map_err(e)?;
+        }
+        Ok(())
+    }
+
+    fn start_shell(&mut self) -> R<()> {
+        let argv: Vec<std::ffi::CString> = self
+            .cfg
+            .shell
+            .iter()
+            .map(|a| std::ffi::CString::new(a.as_str()).unwrap())
+            .collect();
+        let envp: Vec<std::ffi::CString> = self
+            .cfg
+            .env
+            .iter()
+            .map(|(k, v)| std::ffi::CString::new(format!("{k}={v}")).unwrap())
+            .collect();
+        if !Path::new(&self.cfg.shell[0]).exists() {
+            return Err(format!("the sandbox's root has no {}: the persistent shell runs inside the sandbox, so its base must contain bash", self.cfg.shell[0]));
+        }
+        // SAFETY: init is single-threaded; the child only calls async-signal-safe
+        // functions (dup2, sigprocmask, prctl, capset, execve) before exec.
+        match unsafe { fork() } {
+            Err(e) => Err(format!("fork shell: {e}")),
+            Ok(ForkResult::Parent { child }) => {
+                self.shell = Some(child);
+                Ok(())
+            }
+            Ok(ForkResult::Child) => {
+                // SAFETY: dup2/close on descriptors we own, in the freshly forked child.
+                unsafe {
+                    libc::dup2(FD_SHELL_STDIN, 0);
+                    libc::dup2(FD_SHELL_STDOUT, 1);
+                    libc::dup2(FD_SHELL_STDERR, 2);
+                    libc::dup2(FD_SHELL_MARKER, SHELL_MARKER_FD);
+                    for fd in [
+                        FD_CONTROL,
+                        FD_SHELL_STDIN,
+                        FD_SHELL_STDOUT,
+                        FD_SHELL_STDERR,
+                        FD_SHELL_MARKER,
+                    ] {
+                        libc::close(fd);
+                    }
+                }
+                let _ = SigSet::all().thread_unblock();
+                let _ = nix::unistd::setsid();
+                if caps::drop_to(caps::KEEP).is_err() {
+                    // SAFETY: exiting the forked child without running destructors.
+                    unsafe { libc::_exit(112) };
+                }
+                let _ = nix::unistd::execve(&argv[0], &argv, &envp);
+                // SAFETY: as above.
+                unsafe { libc::_exit(127) }
+            }
+        }
+    }
+}
+
+fn ok() -> Reply {
+    Reply::Ok {
+        procs: vec![],
+        count: 0,
+    }
+}
+
+/// Moves the sandbox onto a new root mount without touching the layers of the old one.
+///
+/// Every process whose root (and cwd) is the old root moves with pivot_root(2); /proc
+/// and /dev move along as mounts. The old root is then detached: nothing writes to it
+/// again, which is what makes its upper layer safe to freeze.
+fn switch_root(mnt: &OwnedFd) -> R<()> {
+    let e = |x: deltabox_sys::SysError| x.to_string();
+    let next = Path::new(NEXT);
+    mount::attach_mount(mnt, next).map_err(e)?;
+    if let Err(err) = mount::move_mount_path(Path::new("/proc"), &next.join("proc")) {
+        let _ = mount::detach(next);
+        return Err(err.to_string());
+    }
+    let undo_proc = |err: String| {
+        let _ = mount::move_mount_path(&next.join("proc"), Path::new("/proc"));
+        let _ = mount::detach(next);
+        err
+    };
+    let old_dev = mount::open_path(Path::new("/dev")).map_err(|x| undo_proc(x.to_string()))?;
+    let new_dev = mount::open_path(&next.join("dev")).map_err(|x| undo_proc(x.to_string()))?;
+    std::env::set_current_dir(next).map_err(|x| undo_proc(format!("chdir {NEXT}: {x}")))?;
+    mount::pivot_root_cwd().map_err(|x| undo_proc(x.to_string()))?;
+    // From here the new root is in place; /dev still hangs under the old root, stacked
+    // on top of "/", and is moved by descriptor since no path reaches it.
+    mount::move_mount_fds(&old_dev, &new_dev).map_err(e)?;
+    mount::detach(Path::new(".")).map_err(e)?;
+    std::env::set_current_dir("/").map_err(|x| format!("chdir /: {x}"))?;
+    Ok(())
+}

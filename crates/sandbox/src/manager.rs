@@ -1,0 +1,458 @@
+//! The set of sandboxes a daemon owns, and the operations on them by id.
+
+use crate::sandbox::{ExecOptions, Sandbox};
+use crate::shell::ExecOutput;
+use crate::{mask, Paths, SandboxError};
+use deltabox_layerstore::{
+    diff_views, new_id, render_patch, validate_id, Change, CheckpointRecord, GcReport, IdKind,
+    LayerStore, SandboxRecord, StoreError, Usage, MAX_STACK_DEPTH,
+};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    pub base: Option<PathBuf>,
+    pub net: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SandboxInfo {
+    pub id: String,
+    pub base: PathBuf,
+    pub net: bool,
+    pub head: Option<String>,
+    pub state: String,
+    pub checkpoints: usize,
+    pub depth: usize,
+    pub created_unix_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckpointInfo {
+    pub id: String,
+    pub sandbox: String,
+    pub parent: Option<String>,
+    pub ms: f64,
+    pub depth: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TreeNode {
+    pub id: String,
+    pub parent: Option<String>,
+    pub label: Option<String>,
+    pub created_unix_ms: u64,
+    pub removed: bool,
+    pub head: bool,
+    pub depth: usize,
+    pub ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DiffResult {
+    pub from: String,
+    pub to: String,
+    pub changes: Vec<Change>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch: Option<String>,
+}
+
+struct Slot {
+    sb: Option<Sandbox>,
+    rec: SandboxRecord,
+    dead: Option<String>,
+}
+
+/// One sandbox as the manager holds it. Operations on it are serialized by `slot`;
+/// removal does not wait for them: it kills the init first (see [`Manager::remove`]).
+pub struct Handle {
+    pub id: String,
+    pid: AtomicI32,
+    removed: AtomicBool,
+    slot: Mutex<Slot>,
+}
+
+pub struct Manager {
+    store: Arc<LayerStore>,
+    paths: Paths,
+    sandboxes: Mutex<HashMap<String, Arc<Handle>>>,
+}
+
+impl Manager {
+    /// Opens the store and brings every recorded sandbox back (a fresh shell on its last
+    /// live files: shell state does not survive a daemon restart).
+    pub fn open(paths: Paths) -> Result<Self, SandboxError> {
+        let store = Arc::new(LayerStore::open(&paths.root)?);
+        std::fs::create_dir_all(paths.staging())
+            .map_err(|e| SandboxError::Io(format!("create {}: {e}", paths.staging().display())))?;
+        let m = Manager {
+            store,
+            paths,
+            sandboxes: Mutex::new(HashMap::new()),
+        };
+        for rec in m.store.sandboxes() {
+            let (sb, dead) = match m.start_with_retry(&rec) {
+                Ok(sb) => (Some(sb), None),
+                Err(e) => {
+                    tracing::warn!(sandbox = %rec.id, error = %e, "could not restart sandbox");
+                    (None, Some(e.to_string()))
+                }
+            };
+            m.insert(rec, sb, dead);
+        }
+        Ok(m)
+    }
+
+    pub fn store(&self) -> &Arc<LayerStore> {
+        &self.store
+    }
+
+    pub fn paths(&self) -> &Paths {
+        &self.paths
+    }
+
+    /// A crashed daemon's sandboxes die with it, but their overlay mounts may take a
+    /// moment to go away (the upper stays "in use" until then).
+    fn start_with_retry(&self, rec: &SandboxRecord) -> Result<Sandbox, SandboxError> {
+        let until = Instant::now() + Duration::from_secs(5);
+        loop {
+            match Sandbox::start(self.store.clone(), &self.paths, rec) {
+                Err(SandboxError::Sys { source, .. })
+                    if source.errno() == Some(libc::EBUSY) && Instant::now() < until =>
+                {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn insert(&self, rec: SandboxRecord, sb: Option<Sandbox>, dead: Option<String>) -> Arc<Handle> {
+        let h = Arc::new(Handle {
+            id: rec.id.clone(),
+            pid: AtomicI32::new(sb.as_ref().map(|s| s.pid()).unwrap_or(0)),
+            removed: AtomicBool::new(false),
+            slot: Mutex::new(Slot { sb, rec, dead }),
+        });
+        self.sandboxes
+            .lock()
+            .unwrap()
+            .insert(h.id.clone(), h.clone());
+        h
+    }
+
+    fn handle(&self, id: &str) -> Result<Arc<Handle>, SandboxError> {
+        validate_id(IdKind::Sandbox, id)?;
+        self.sandboxes
+            .lock()
+            .unwrap()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| {
+                StoreError::NotFound {
+                    kind: "sandbox",
+                    id: id.into(),
+                    hint: "ls",
+                }
+                .into()
+            })
+    }
+
+    /// Runs `f` on the live sandbox, turning failures caused by a concurrent removal
+    /// into [`SandboxError::Removed`].
+    fn with_live<T>(
+        &self,
+        id: &str,
+        f: impl FnOnce(&mut Sandbox, &mut SandboxRecord) -> Result<T, SandboxError>,
+    ) -> Result<T, SandboxError> {
+        let h = self.handle(id)?;
+        let mut slot = h.slot.lock().unwrap();
+        if h.removed.load(Ordering::SeqCst) {
+            return Err(SandboxError::Removed(id.into()));
+        }
+        let Slot { sb, rec, dead } = &mut *slot;
+        let Some(sb) = sb.as_mut() else {
+            return Err(SandboxError::Dead {
+                id: id.into(),
+                why: dead.clone().unwrap_or_default(),
+            });
+        };
+        let r = f(sb, rec);
+        if r.is_err() && h.removed.load(Ordering::SeqCst) {
+            return Err(SandboxError::Removed(id.into()));
+        }
+        r
+    }
+
+    pub fn create(&self, opts: CreateOptions) -> Result<SandboxInfo, SandboxError> {
+        let base_in = opts.base.unwrap_or_else(|| PathBuf::from("/"));
+        let base = base_in.canonicalize().map_err(|e| SandboxError::BadBase {
+            path: base_in.display().to_string(),
+            why: e.to_string(),
+        })?;
+        if !base.is_dir() {
+            return Err(SandboxError::BadBase {
+                path: base.display().to_string(),
+                why: "not a directory".into(),
+            });
+        }
+        if base.starts_with(&self.paths.root) {
+            return Err(SandboxError::BadBase {
+                path: base.display().to_string(),
+                why: "inside the layer store; use a checkpoint instead".into(),
+            });
+        }
+        if !base.join("bin/bash").exists() {
+            return Err(SandboxError::BadBase {
+                path: base.display().to_string(),
+                why: "it has no /bin/bash; the base is the sandbox's root filesystem and the persistent shell runs from it (use a full root tree, e.g. one made by debootstrap, or the default base /)".into(),
+            });
+        }
+        let mask = self.store.new_layer()?;
+        let _ = std::fs::remove_dir(self.store.work_dir(&mask));
+        let mut hidden = vec![self.paths.root.clone()];
+        hidden.extend(self.paths.hidden.iter().cloned());
+        if let Err(e) = mask::build(&self.store.layer_dir(&mask), &base, &hidden) {
+            self.store.discard_layer(&mask);
+            return Err(e);
+        }
+        let upper = match self.store.new_layer() {
+            Ok(u) => u,
+            Err(e) => {
+                self.store.discard_layer(&mask);
+                return Err(e.into());
+            }
+        };
+        let rec = SandboxRecord {
+            id: new_id(IdKind::Sandbox),
+            base,
+            layers: vec![mask.clone()],
+            upper: upper.clone(),
+            head: None,
+            net: opts.net,
+            created_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis() as u64,
+        };
+        let started = self
+            .store
+            .put_sandbox(&rec)
+            .map_err(SandboxError::from)
+            .and_then(|_| Sandbox::start(self.store.clone(), &self.paths, &rec));
+        self.store.unpin(&mask);
+        self.store.unpin(&upper);
+        match started {
+            Ok(sb) => {
+                let h = self.insert(rec, Some(sb), None);
+                self.info(&h)
+            }
+            Err(e) => {
+                let _ = self.store.remove_sandbox(&rec.id);
+                self.store.discard_layer(&mask);
+                self.store.discard_layer(&upper);
+                Err(e)
+            }
+        }
+    }
+
+    fn info(&self, h: &Handle) -> Result<SandboxInfo, SandboxError> {
+        let slot = h.slot.lock().unwrap();
+        let state = match (&slot.sb, &slot.dead) {
+            (Some(_), _) => "running".to_string(),
+            (None, Some(why)) => format!("dead: {why}"),
+            (None, None) => "stopped".to_string(),
+        };
+        Ok(SandboxInfo {
+            id: h.id.clone(),
+            base: slot.rec.base.clone(),
+            net: slot.rec.net,
+            head: slot.rec.head.clone(),
+            state,
+            checkpoints: self
+                .store
+                .checkpoints_of(&h.id)
+                .iter()
+                .filter(|c| !c.removed)
+                .count(),
+            depth: slot.rec.layers.len(),
+            created_unix_ms: slot.rec.created_unix_ms,
+        })
+    }
+
+    pub fn get(&self, id: &str) -> Result<SandboxInfo, SandboxError> {
+        let h = self.handle(id)?;
+        self.info(&h)
+    }
+
+    pub fn list(&self) -> Vec<SandboxInfo> {
+        let hs: Vec<_> = self.sandboxes.lock().unwrap().values().cloned().collect();
+        let mut v: Vec<_> = hs.iter().filter_map(|h| self.info(h).ok()).collect();
+        v.sort_by_key(|i| i.created_unix_ms);
+        v
+    }
+
+    pub fn exec(
+        &self,
+        id: &str,
+        command: &str,
+        opts: &ExecOptions,
+    ) -> Result<ExecOutput, SandboxError> {
+        self.with_live(id, |sb, _| sb.exec(command, opts))
+    }
+
+    pub fn checkpoint(
+        self: &Arc<Self>,
+        id: &str,
+        label: Option<String>,
+    ) -> Result<CheckpointInfo, SandboxError> {
+        let (ck, next) = self.with_live(id, |sb, rec| {
+            let (ck, next) = sb.checkpoint(rec, label)?;
+            *rec = next.clone();
+            Ok((ck, next))
+        })?;
+        if next.layers.len() > MAX_STACK_DEPTH {
+            // Off the critical path: the next checkpoint/restore mounts the short stack.
+            let me = self.clone();
+            let id = id.to_string();
+            std::thread::spawn(move || me.squash(&id, &next.layers));
+        }
+        Ok(CheckpointInfo {
+            id: ck.id,
+            sandbox: ck.sandbox,
+            parent: ck.parent,
+            ms: ck.ms,
+            depth: ck.layers.len(),
+        })
+    }
+
+    fn squash(&self, id: &str, layers: &[String]) {
+        let Ok(h) = self.handle(id) else { return };
+        let mut slot = h.slot.lock().unwrap();
+        match self.store.squash(layers) {
+            Ok(_) => {
+                if let Ok(rec) = self.store.sandbox(id) {
+                    slot.rec = rec;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(sandbox = %id, error = %e, "squash failed; the stack stays deep")
+            }
+        }
+    }
+
+    pub fn restore(&self, id: &str, checkpoint: &str) -> Result<f64, SandboxError> {
+        let start = Instant::now();
+        let ck = self.store.checkpoint(checkpoint)?;
+        if ck.sandbox != id {
+            return Err(SandboxError::BadCommand(format!(
+                "checkpoint {checkpoint} belongs to sandbox {}, not {id}; restore it there (`deltabox restore {} {checkpoint}`)",
+                ck.sandbox, ck.sandbox
+            )));
+        }
+        let old_upper = self.with_live(id, |sb, rec| {
+            let old = rec.upper.clone();
+            *rec = sb.restore(rec, &ck)?;
+            Ok(old)
+        })?;
+        let ms = start.elapsed().as_secs_f64() * 1000.0;
+        let store = self.store.clone();
+        std::thread::spawn(move || store.discard_layer(&old_upper));
+        Ok(ms)
+    }
+
+    /// Removes a sandbox: kills it at once (an exec running on it fails with "removed"),
+    /// then forgets it and its checkpoints.
+    pub fn remove(&self, id: &str) -> Result<(), SandboxError> {
+        let h = self.handle(id)?;
+        h.removed.store(true, Ordering::SeqCst);
+        let pid = h.pid.load(Ordering::SeqCst);
+        if pid > 0 {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        let mut slot = h.slot.lock().unwrap();
+        if let Some(mut sb) = slot.sb.take() {
+            sb.kill();
+        }
+        self.store.remove_sandbox(id)?;
+        self.store.discard_layer(&slot.rec.upper);
+        self.sandboxes.lock().unwrap().remove(id);
+        Ok(())
+    }
+
+    pub fn remove_checkpoint(&self, id: &str) -> Result<(), SandboxError> {
+        Ok(self.store.remove_checkpoint(id)?)
+    }
+
+    pub fn checkpoint_record(&self, id: &str) -> Result<CheckpointRecord, SandboxError> {
+        Ok(self.store.checkpoint_any(id)?)
+    }
+
+    pub fn tree(&self, id: &str) -> Result<Vec<TreeNode>, SandboxError> {
+        let h = self.handle(id)?;
+        let head = h.slot.lock().unwrap().rec.head.clone();
+        Ok(self
+            .store
+            .checkpoints_of(id)
+            .into_iter()
+            .map(|c| TreeNode {
+                head: head.as_deref() == Some(c.id.as_str()),
+                id: c.id,
+                parent: c.parent,
+                label: c.label,
+                created_unix_ms: c.created_unix_ms,
+                removed: c.removed,
+                depth: c.layers.len(),
+                ms: c.ms,
+            })
+            .collect())
+    }
+
+    pub fn diff(&self, from: &str, to: &str, patch: bool) -> Result<DiffResult, SandboxError> {
+        let (a, b) = (self.store.checkpoint(from)?, self.store.checkpoint(to)?);
+        if a.base != b.base {
+            return Err(StoreError::DifferentBases {
+                a: a.base,
+                b: b.base,
+            }
+            .into());
+        }
+        let changes = diff_views(
+            &self.store.view(&a.layers, &a.base),
+            &self.store.view(&b.layers, &b.base),
+        );
+        let patch = patch.then(|| render_patch(&changes));
+        Ok(DiffResult {
+            from: from.into(),
+            to: to.into(),
+            changes,
+            patch,
+        })
+    }
+
+    pub fn gc(&self) -> Result<GcReport, SandboxError> {
+        Ok(self.store.gc()?)
+    }
+
+    pub fn usage(&self) -> Usage {
+        self.store.usage()
+    }
+
+    /// Stops every sandbox (daemon shutdown). Records stay: they restart with the daemon.
+    pub fn shutdown(&self) {
+        let hs: Vec<_> = self.sandboxes.lock().unwrap().values().cloned().collect();
+        for h in hs {
+            if let Some(mut sb) = h.slot.lock().unwrap().sb.take() {
+                sb.kill();
+            }
+        }
+    }
+}

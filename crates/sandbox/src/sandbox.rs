@@ -1,0 +1,527 @@
+//! One running sandbox: its init process, control socket and persistent shell, and the
+//! two operations that move it between layer stacks (checkpoint and restore).
+
+use crate::protocol::*;
+use crate::shell::{ms_since, prelude, quote, ExecOutput, ShellPipes, Sink, Wait, GRACE};
+use crate::{Paths, SandboxError};
+use deltabox_layerstore::{CheckpointRecord, LayerStore, SandboxRecord};
+use deltabox_sys::fdpass;
+use deltabox_sys::mount::{overlay_mount_fd, OverlaySpec};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Options of one `exec`.
+#[derive(Debug, Clone)]
+pub struct ExecOptions {
+    pub timeout: Option<Duration>,
+    /// Bytes of stdout and of stderr kept (each); the rest is counted, not kept.
+    pub max_output: usize,
+}
+
+impl Default for ExecOptions {
+    fn default() -> Self {
+        ExecOptions {
+            timeout: None,
+            max_output: 8 << 20,
+        }
+    }
+}
+
+pub struct Sandbox {
+    pub id: String,
+    child: std::process::Child,
+    ctl: OwnedFd,
+    pipes: ShellPipes,
+    store: Arc<LayerStore>,
+    seq: u64,
+    shell_dead: Option<i32>,
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| SandboxError::Io(format!("pipe: {e}")))
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
+impl Sandbox {
+    /// Starts the sandbox described by `rec` (its init, root and shell).
+    pub fn start(
+        store: Arc<LayerStore>,
+        paths: &Paths,
+        rec: &SandboxRecord,
+    ) -> Result<Self, SandboxError> {
+        let (ctl, ctl_child) =
+            fdpass::seqpacket_pair().map_err(SandboxError::sys("control socket"))?;
+        let (in_r, in_w) = pipe()?;
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        let (mark_r, mark_w) = pipe()?;
+        let cfg = InitConfig {
+            hostname: rec.id.clone(),
+            net: rec.net,
+            staging: paths.staging().to_string_lossy().into_owned(),
+            shell: vec![
+                "/bin/bash".into(),
+                "--noediting".into(),
+                "--norc".into(),
+                "--noprofile".into(),
+                "-i".into(),
+            ],
+            env: vec![
+                (
+                    "PATH".into(),
+                    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+                ),
+                ("HOME".into(), "/root".into()),
+                ("TERM".into(), "dumb".into()),
+                ("LANG".into(), "C.UTF-8".into()),
+                ("DELTABOX_SANDBOX".into(), rec.id.clone()),
+            ],
+        };
+        let child_fds = [
+            ctl_child.as_raw_fd(),
+            in_r.as_raw_fd(),
+            out_w.as_raw_fd(),
+            err_w.as_raw_fd(),
+            mark_w.as_raw_fd(),
+        ];
+        let mut cmd = std::process::Command::new(&paths.init_exe);
+        cmd.arg("__init")
+            .arg(serde_json::to_string(&cfg).expect("config serializes"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null());
+        // SAFETY: the closure only calls dup/dup2 (async-signal-safe) on descriptors that
+        // stay open in the parent until spawn returns.
+        unsafe {
+            cmd.pre_exec(move || {
+                let mut high = [0i32; 5];
+                for (i, fd) in child_fds.iter().enumerate() {
+                    high[i] = libc::fcntl(*fd, libc::F_DUPFD, 100);
+                    if high[i] < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                for (i, fd) in high.iter().enumerate() {
+                    if libc::dup2(*fd, FD_CONTROL + i as i32) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    libc::close(*fd);
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(|e| SandboxError::Init {
+            id: rec.id.clone(),
+            during: "starting",
+            detail: format!("run {}: {e}", paths.init_exe.display()),
+        })?;
+        drop((ctl_child, in_r, out_w, err_w, mark_w));
+        let mut sb = Sandbox {
+            id: rec.id.clone(),
+            child,
+            ctl,
+            pipes: ShellPipes::new(in_w, out_r, err_r, mark_r),
+            store,
+            seq: 0,
+            shell_dead: None,
+        };
+        let mnt = sb.mount_for(&rec.layers, &rec.base, &rec.upper)?;
+        if let Err(e) = sb.call(Request::Root, Some(mnt), "setting up its root") {
+            sb.kill();
+            return Err(e);
+        }
+        if let Err(e) = sb.greet_shell() {
+            sb.kill();
+            return Err(e);
+        }
+        Ok(sb)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn mount_for(
+        &self,
+        layers: &[String],
+        base: &std::path::Path,
+        upper: &str,
+    ) -> Result<OwnedFd, SandboxError> {
+        let mut lowers: Vec<PathBuf> = layers.iter().map(|l| self.store.layer_dir(l)).collect();
+        lowers.push(base.to_path_buf());
+        let spec = OverlaySpec {
+            lowers,
+            upper: Some((self.store.layer_dir(upper), self.store.work_dir(upper))),
+        };
+        overlay_mount_fd(&spec).map_err(SandboxError::sys("mount the sandbox's overlay"))
+    }
+
+    /// Sends a request to init and waits for its reply (noting shell exits on the way).
+    fn call(
+        &mut self,
+        req: Request,
+        fd: Option<OwnedFd>,
+        during: &'static str,
+    ) -> Result<Reply, SandboxError> {
+        let data = serde_json::to_vec(&req).expect("requests serialize");
+        let fds: Vec<i32> = fd.iter().map(|f| f.as_raw_fd()).collect();
+        let id = self.id.clone();
+        let init_err = move |detail: String| SandboxError::Init {
+            id: id.clone(),
+            during,
+            detail,
+        };
+        fdpass::send(self.ctl.as_raw_fd(), &data, &fds).map_err(|e| init_err(e.to_string()))?;
+        loop {
+            let reply = self.recv_ctl(Duration::from_secs(30)).map_err(&init_err)?;
+            match reply {
+                Reply::ShellExited { code } => self.shell_dead = Some(code),
+                Reply::Err { error } => return Err(init_err(error)),
+                ok => return Ok(ok),
+            }
+        }
+    }
+
+    fn recv_ctl(&self, timeout: Duration) -> Result<Reply, String> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        let mut fds = [PollFd::new(self.ctl.as_fd(), PollFlags::POLLIN)];
+        let t = PollTimeout::try_from(timeout.as_millis() as u64).unwrap_or(PollTimeout::MAX);
+        match poll(&mut fds, t) {
+            Ok(0) => return Err("no answer from init".into()),
+            Err(e) => return Err(format!("poll: {e}")),
+            Ok(_) => {}
+        }
+        let (msg, _) = fdpass::recv(self.ctl.as_raw_fd()).map_err(|e| e.to_string())?;
+        if msg.is_empty() {
+            return Err("init exited (the sandbox is gone)".into());
+        }
+        serde_json::from_slice(&msg).map_err(|e| format!("bad reply: {e}"))
+    }
+
+    fn greet_shell(&mut self) -> Result<(), SandboxError> {
+        self.pipes.send(&prelude(SHELL_MARKER_FD))?;
+        let mut o = Sink::new(0);
+        let mut e = Sink::new(4096);
+        match self.pipes.wait(
+            "ready",
+            Some(Instant::now() + Duration::from_secs(10)),
+            &self.ctl,
+            &mut o,
+            &mut e,
+        ) {
+            Wait::Marker(_) => {
+                self.pipes.discard();
+                self.shell_dead = None;
+                Ok(())
+            }
+            _ => Err(SandboxError::Init {
+                id: self.id.clone(),
+                during: "starting the shell",
+                detail: format!(
+                    "bash did not start: {}",
+                    String::from_utf8_lossy(&e.out).trim()
+                ),
+            }),
+        }
+    }
+
+    fn restart_shell(&mut self) -> Result<(), SandboxError> {
+        self.call(Request::RestartShell, None, "restarting the shell")?;
+        self.greet_shell()
+    }
+
+    fn next_tag(&mut self, kind: char) -> String {
+        self.seq += 1;
+        format!("{kind}{}", self.seq)
+    }
+
+    /// Runs `command` in the persistent shell.
+    pub fn exec(&mut self, command: &str, opts: &ExecOptions) -> Result<ExecOutput, SandboxError> {
+        if command.contains('\0') {
+            return Err(SandboxError::BadCommand(
+                "the command contains a NUL byte".into(),
+            ));
+        }
+        let mut restarted = false;
+        if self.shell_dead.is_some() {
+            self.restart_shell()?;
+            restarted = true;
+        }
+        let start = Instant::now();
+        let tag = self.next_tag('x');
+        self.pipes.send(&format!(
+            "eval -- {} </dev/null; __dbx_done $? {tag}\n",
+            quote(command)
+        ))?;
+        let (mut out, mut err) = (Sink::new(opts.max_output), Sink::new(opts.max_output));
+        let deadline = opts.timeout.map(|t| start + t);
+        let mut res = ExecOutput {
+            shell_restarted: restarted,
+            ..Default::default()
+        };
+        loop {
+            match self
+                .pipes
+                .wait(&tag, deadline, &self.ctl, &mut out, &mut err)
+            {
+                Wait::Marker(code) => {
+                    res.exit_code = if res.timed_out { 124 } else { code };
+                    break;
+                }
+                Wait::Closed => return Err(self.gone()),
+                Wait::Control => {
+                    match self.recv_ctl(Duration::from_secs(5)) {
+                        Ok(Reply::ShellExited { code }) => {
+                            // The command ended the shell (`exit`, `exec`, a fatal signal).
+                            res.exit_code = if res.timed_out { 124 } else { code };
+                            self.shell_dead = Some(code);
+                            self.restart_shell()?;
+                            res.shell_restarted = true;
+                            break;
+                        }
+                        Ok(_) => continue,
+                        Err(_) => return Err(self.gone()),
+                    }
+                }
+                Wait::Timeout => {
+                    if res.timed_out {
+                        // Interrupting did not bring the shell back: replace it.
+                        self.call(
+                            Request::RestartShell,
+                            None,
+                            "restarting the shell after a timeout",
+                        )?;
+                        self.greet_shell()?;
+                        res.exit_code = 124;
+                        res.shell_restarted = true;
+                        break;
+                    }
+                    res.timed_out = true;
+                    if let Reply::Ok { count, .. } =
+                        self.call(Request::KillOthers, None, "killing a timed-out command")?
+                    {
+                        res.killed = count;
+                    }
+                    // A builtin loop in the shell itself needs SIGINT: an interactive bash
+                    // abandons the current line and reads the next one.
+                    let mut o2 = Sink::new(0);
+                    let mut e2 = Sink::new(0);
+                    if let Wait::Marker(_) = self.pipes.wait(
+                        &tag,
+                        Some(Instant::now() + Duration::from_millis(100)),
+                        &self.ctl,
+                        &mut o2,
+                        &mut e2,
+                    ) {
+                        res.exit_code = 124;
+                        break;
+                    }
+                    let _ = self.call(
+                        Request::SignalShell {
+                            signal: libc::SIGINT,
+                        },
+                        None,
+                        "interrupting a timed-out command",
+                    );
+                    self.pipes.send(&format!("__dbx_done 124 {tag}\n"))?;
+                    let _ = deadline;
+                    return self.finish_timeout(tag, res, out, err, start);
+                }
+            }
+        }
+        Ok(self.finish(res, out, err, start))
+    }
+
+    fn finish_timeout(
+        &mut self,
+        tag: String,
+        mut res: ExecOutput,
+        mut out: Sink,
+        mut err: Sink,
+        start: Instant,
+    ) -> Result<ExecOutput, SandboxError> {
+        match self.pipes.wait(
+            &tag,
+            Some(Instant::now() + GRACE),
+            &self.ctl,
+            &mut out,
+            &mut err,
+        ) {
+            Wait::Marker(_) => {}
+            Wait::Closed => return Err(self.gone()),
+            _ => {
+                self.call(
+                    Request::RestartShell,
+                    None,
+                    "restarting the shell after a timeout",
+                )?;
+                self.greet_shell()?;
+                res.shell_restarted = true;
+            }
+        }
+        res.exit_code = 124;
+        Ok(self.finish(res, out, err, start))
+    }
+
+    fn finish(&self, mut res: ExecOutput, out: Sink, err: Sink, start: Instant) -> ExecOutput {
+        res.duration_ms = ms_since(start);
+        res.truncated = out.truncated() || err.truncated();
+        res.stdout_bytes = out.total;
+        res.stderr_bytes = err.total;
+        res.stdout = out.out;
+        res.stderr = err.out;
+        res
+    }
+
+    fn gone(&mut self) -> SandboxError {
+        let why = match self.child.try_wait() {
+            Ok(Some(st)) => format!("its init exited ({st})"),
+            _ => "its shell pipes closed".into(),
+        };
+        SandboxError::Dead {
+            id: self.id.clone(),
+            why,
+        }
+    }
+
+    /// Moves the shell onto a fresh overlay mount over `layers` with upper `upper`.
+    fn switch_to(
+        &mut self,
+        layers: &[String],
+        base: &std::path::Path,
+        upper: &str,
+    ) -> Result<(), SandboxError> {
+        let mnt = self.mount_for(layers, base, upper)?;
+        if self.shell_dead.is_some() {
+            self.restart_shell()?;
+        }
+        let park = self.next_tag('p');
+        self.shell_round_trip(&format!("__dbx_park {park}\n"), &park)?;
+        let switched = self.call(Request::SwitchRoot, Some(mnt), "switching to the new root");
+        let unpark = self.next_tag('u');
+        self.shell_round_trip(&format!("__dbx_unpark {unpark}\n"), &unpark)?;
+        switched.map(|_| ())
+    }
+
+    fn shell_round_trip(&mut self, line: &str, tag: &str) -> Result<(), SandboxError> {
+        self.pipes.send(line)?;
+        let (mut o, mut e) = (Sink::new(0), Sink::new(0));
+        match self.pipes.wait(
+            tag,
+            Some(Instant::now() + Duration::from_secs(10)),
+            &self.ctl,
+            &mut o,
+            &mut e,
+        ) {
+            Wait::Marker(_) => Ok(()),
+            Wait::Closed => Err(self.gone()),
+            _ => Err(SandboxError::Init {
+                id: self.id.clone(),
+                during: "moving the shell",
+                detail: "the shell did not answer".into(),
+            }),
+        }
+    }
+
+    /// Freezes the live upper layer as a checkpoint and continues on a fresh upper.
+    pub fn checkpoint(
+        &mut self,
+        rec: &SandboxRecord,
+        label: Option<String>,
+    ) -> Result<(CheckpointRecord, SandboxRecord), SandboxError> {
+        let start = Instant::now();
+        if let Reply::Ok { procs, .. } = self.call(Request::Procs, None, "listing processes")? {
+            if !procs.is_empty() {
+                return Err(SandboxError::BackgroundProcesses {
+                    id: self.id.clone(),
+                    procs: procs
+                        .iter()
+                        .map(|p| format!("pid {} `{}`", p.pid, p.comm))
+                        .collect(),
+                    pids: procs.iter().map(|p| p.pid.to_string()).collect(),
+                });
+            }
+        }
+        let new_upper = self.store.new_layer()?;
+        let mut frozen = vec![rec.upper.clone()];
+        frozen.extend(rec.layers.iter().cloned());
+        if let Err(e) = self.switch_to(&frozen, &rec.base, &new_upper) {
+            self.store.discard_layer(&new_upper);
+            return Err(e);
+        }
+        let ck = CheckpointRecord {
+            id: deltabox_layerstore::new_id(deltabox_layerstore::IdKind::Checkpoint),
+            sandbox: rec.id.clone(),
+            parent: rec.head.clone(),
+            layers: frozen.clone(),
+            base: rec.base.clone(),
+            created_unix_ms: now_ms(),
+            label,
+            removed: false,
+            ms: 0.0,
+        };
+        let next = SandboxRecord {
+            layers: frozen,
+            upper: new_upper.clone(),
+            head: Some(ck.id.clone()),
+            ..rec.clone()
+        };
+        // Checkpoint first, sandbox second: the store rolls an interrupted pair forward.
+        let mut ck = ck;
+        ck.ms = ms_since(start);
+        self.store.put_checkpoint(&ck)?;
+        self.store.put_sandbox(&next)?;
+        self.store.unpin(&new_upper);
+        Ok((ck, next))
+    }
+
+    /// Makes the files exactly those of `ck`, on a fresh upper over its layers.
+    pub fn restore(
+        &mut self,
+        rec: &SandboxRecord,
+        ck: &CheckpointRecord,
+    ) -> Result<SandboxRecord, SandboxError> {
+        // The live state is being discarded, and with it any process still running.
+        self.call(
+            Request::KillOthers,
+            None,
+            "stopping processes before restore",
+        )?;
+        let new_upper = self.store.new_layer()?;
+        if let Err(e) = self.switch_to(&ck.layers, &ck.base, &new_upper) {
+            self.store.discard_layer(&new_upper);
+            return Err(e);
+        }
+        let next = SandboxRecord {
+            layers: ck.layers.clone(),
+            upper: new_upper.clone(),
+            head: Some(ck.id.clone()),
+            ..rec.clone()
+        };
+        self.store.put_sandbox(&next)?;
+        self.store.unpin(&new_upper);
+        Ok(next)
+    }
+
+    /// Kills the sandbox (its whole pid namespace) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
