@@ -40,7 +40,15 @@ struct State {
     sandboxes: HashMap<String, SandboxRecord>,
     /// Layers created by an operation that has not recorded them yet.
     pinned: HashSet<String>,
+    /// Empty layers made ahead of time (also pinned), so that checkpoint and restore need
+    /// no allocation on their critical path, and a restore still works on a full store.
+    spare: Vec<String>,
 }
+
+/// Empty layers kept ready.
+const SPARE_LAYERS: usize = 2;
+/// Space held back so metadata can still be written when sandboxes fill the store.
+const RESERVE_BYTES: u64 = 8 << 20;
 
 pub struct LayerStore {
     root: PathBuf,
@@ -92,6 +100,8 @@ impl LayerStore {
             state: Mutex::new(st),
         };
         store.roll_forward()?;
+        store.refill_spares();
+        store.ensure_reserve();
         Ok(store)
     }
 
@@ -135,9 +145,57 @@ impl LayerStore {
         self.root.join("work").join(id)
     }
 
-    /// Creates an empty layer (with its overlayfs work directory), pinned against GC
-    /// until [`LayerStore::unpin`].
+    fn reserve_path(&self) -> PathBuf {
+        self.root.join("meta/reserve")
+    }
+
+    /// Holds back [`RESERVE_BYTES`] (idempotent; best effort).
+    pub fn ensure_reserve(&self) {
+        let p = self.reserve_path();
+        if p.exists() {
+            return;
+        }
+        if let Ok(f) = fs::File::create(&p) {
+            use std::os::fd::AsRawFd;
+            // SAFETY: fallocate on an fd we own.
+            if unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, RESERVE_BYTES as libc::off_t) } != 0 {
+                let _ = fs::remove_file(&p);
+            }
+        }
+    }
+
+    /// Runs a metadata write; when the store is full, gives up the reserve and retries.
+    fn with_reserve(&self, f: impl Fn() -> Result<()>) -> Result<()> {
+        match f() {
+            Err(StoreError::NoSpace { .. }) if self.reserve_path().exists() => {
+                tracing::warn!("layer store full: using the metadata reserve");
+                let _ = fs::remove_file(self.reserve_path());
+                f()
+            }
+            r => r,
+        }
+    }
+
+    /// Tops up the pool of ready empty layers (best effort: a full store keeps fewer).
+    pub fn refill_spares(&self) {
+        while self.state.lock().unwrap().spare.len() < SPARE_LAYERS {
+            match self.make_layer() {
+                Ok(id) => self.state.lock().unwrap().spare.push(id),
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// An empty layer (with its overlayfs work directory), pinned against GC until
+    /// [`LayerStore::unpin`]. Taken from the ready pool when it has one.
     pub fn new_layer(&self) -> Result<String> {
+        if let Some(id) = self.state.lock().unwrap().spare.pop() {
+            return Ok(id);
+        }
+        self.make_layer()
+    }
+
+    fn make_layer(&self) -> Result<String> {
         let id = new_id(IdKind::Layer);
         let (l, w) = (self.layer_dir(&id), self.work_dir(&id));
         self.state.lock().unwrap().pinned.insert(id.clone());
@@ -180,7 +238,7 @@ impl LayerStore {
 
     pub fn put_checkpoint(&self, rec: &CheckpointRecord) -> Result<()> {
         let data = serde_json::to_vec_pretty(rec).expect("records serialize");
-        write_atomic(&self.meta_path(IdKind::Checkpoint, &rec.id), &data)?;
+        self.with_reserve(|| write_atomic(&self.meta_path(IdKind::Checkpoint, &rec.id), &data))?;
         self.state
             .lock()
             .unwrap()
@@ -191,7 +249,7 @@ impl LayerStore {
 
     pub fn put_sandbox(&self, rec: &SandboxRecord) -> Result<()> {
         let data = serde_json::to_vec_pretty(rec).expect("records serialize");
-        write_atomic(&self.meta_path(IdKind::Sandbox, &rec.id), &data)?;
+        self.with_reserve(|| write_atomic(&self.meta_path(IdKind::Sandbox, &rec.id), &data))?;
         self.state
             .lock()
             .unwrap()
@@ -364,9 +422,10 @@ impl LayerStore {
         }
     }
 
-    /// Merges a stack of frozen layers into one new layer and makes every record that
-    /// stands on exactly that stack use it instead. Old layers go at the next GC.
-    /// Returns the new layer, or `None` when no record used the stack any more.
+    /// Merges a run of frozen layers (a whole stack, bottom included) into one new layer
+    /// and makes every record whose stack ends with that run use it instead. The caller
+    /// serializes this with changes to the sandboxes concerned. Old layers go at the next
+    /// GC. Returns the new layer, or `None` when no record used the run any more.
     pub fn squash(&self, layers: &[String]) -> Result<Option<String>> {
         let id = self.new_frozen_layer()?;
         let dirs: Vec<PathBuf> = layers.iter().map(|l| self.layer_dir(l)).collect();
@@ -374,40 +433,35 @@ impl LayerStore {
             self.discard_layer(&id);
             return Err(e);
         }
-        let (sbs, cks): (Vec<_>, Vec<_>) = {
-            let st = self.state.lock().unwrap();
-            (
-                st.sandboxes
-                    .values()
-                    .filter(|s| s.layers == layers)
-                    .cloned()
-                    .collect(),
-                st.checkpoints
-                    .values()
-                    .filter(|c| c.layers == layers)
-                    .cloned()
-                    .collect(),
-            )
+        // Any stack that ends with the squashed run can stand on the merged layer instead.
+        let replace = |stack: &[String]| -> Option<Vec<String>> {
+            let cut = stack.len().checked_sub(layers.len())?;
+            (stack[cut..] == *layers).then(|| {
+                let mut v = stack[..cut].to_vec();
+                v.push(id.clone());
+                v
+            })
         };
-        if sbs.is_empty() && cks.is_empty() {
+        let mut used = false;
+        let cks: Vec<_> = self.state.lock().unwrap().checkpoints.values().cloned().collect();
+        for mut c in cks {
+            if let Some(v) = replace(&c.layers) {
+                c.layers = v;
+                self.put_checkpoint(&c)?;
+                used = true;
+            }
+        }
+        let sbs: Vec<_> = self.state.lock().unwrap().sandboxes.values().cloned().collect();
+        for mut s in sbs {
+            if let Some(v) = replace(&s.layers) {
+                s.layers = v;
+                self.put_sandbox(&s)?;
+                used = true;
+            }
+        }
+        if !used {
             self.discard_layer(&id);
             return Ok(None);
-        }
-        for mut c in cks {
-            c.layers = vec![id.clone()];
-            self.put_checkpoint(&c)?;
-        }
-        for s in sbs {
-            // Re-read under the lock: the sandbox may have moved on meanwhile.
-            let mut st = self.state.lock().unwrap();
-            if let Some(cur) = st.sandboxes.get_mut(&s.id) {
-                if cur.layers == layers {
-                    cur.layers = vec![id.clone()];
-                    let cur = cur.clone();
-                    drop(st);
-                    self.put_sandbox(&cur)?;
-                }
-            }
         }
         self.unpin(&id);
         Ok(Some(id))

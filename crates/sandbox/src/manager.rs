@@ -316,6 +316,8 @@ impl Manager {
             *rec = next.clone();
             Ok((ck, next))
         })?;
+        let store = self.store.clone();
+        std::thread::spawn(move || store.refill_spares());
         if next.layers.len() > MAX_STACK_DEPTH {
             // Off the critical path: the next checkpoint/restore mounts the short stack.
             let me = self.clone();
@@ -362,7 +364,11 @@ impl Manager {
         })?;
         let ms = start.elapsed().as_secs_f64() * 1000.0;
         let store = self.store.clone();
-        std::thread::spawn(move || store.discard_layer(&old_upper));
+        std::thread::spawn(move || {
+            store.discard_layer(&old_upper);
+            store.refill_spares();
+            store.ensure_reserve();
+        });
         Ok(ms)
     }
 
