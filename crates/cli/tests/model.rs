@@ -36,7 +36,9 @@ enum Op {
 }
 
 const ROOT: &str = "/tmp/m";
-const NAMES: &[&str] = &["a", "b", "d1", "d2", "d1/x", "d1/y", "d2/z", "d1/sub", "d1/sub/q", "big"];
+const NAMES: &[&str] = &[
+    "a", "b", "d1", "d2", "d1/x", "d1/y", "d2/z", "d1/sub", "d1/sub/q", "big",
+];
 
 fn op() -> impl Strategy<Value = Op> {
     let n = 0..NAMES.len();
@@ -70,7 +72,9 @@ fn hex(data: &[u8]) -> String {
 }
 
 fn big_data(mb: u32, seed: usize) -> Vec<u8> {
-    (0..(mb as usize) << 20).map(|i| ((i * 31 + seed * 7) % 251) as u8).collect()
+    (0..(mb as usize) << 20)
+        .map(|i| ((i * 31 + seed * 7) % 251) as u8)
+        .collect()
 }
 
 /// Applies `op` to the model and returns the shell command doing the same, or `None`
@@ -94,24 +98,46 @@ fn apply(m: &mut Model, op: &Op) -> Option<String> {
                     }
                 }
                 None => {
-                    m.insert(path.clone(), Node::File { data: d.clone(), mode: 0o644 });
+                    m.insert(
+                        path.clone(),
+                        Node::File {
+                            data: d.clone(),
+                            mode: 0o644,
+                        },
+                    );
                 }
                 _ => return None,
             }
-            Some(format!("printf '{}' {} {}", hex(d), if append { ">>" } else { ">" }, q(&path)))
+            Some(format!(
+                "printf '{}' {} {}",
+                hex(d),
+                if append { ">>" } else { ">" },
+                q(&path)
+            ))
         }
         Op::Truncate(i, l) => {
             let path = p(i);
-            let Some(Node::File { data, .. }) = m.get_mut(&path) else { return None };
+            let Some(Node::File { data, .. }) = m.get_mut(&path) else {
+                return None;
+            };
             data.resize(*l, 0);
             Some(format!("truncate -s {l} {}", q(&path)))
         }
         Op::Rename(a, b) => {
             let (pa, pb) = (p(a), p(b));
-            if pa == pb || !m.contains_key(&pa) || m.contains_key(&pb) || !parent_is_dir(m, &pb) || pb.starts_with(&format!("{pa}/")) {
+            if pa == pb
+                || !m.contains_key(&pa)
+                || m.contains_key(&pb)
+                || !parent_is_dir(m, &pb)
+                || pb.starts_with(&format!("{pa}/"))
+            {
                 return None;
             }
-            let moved: Vec<(String, Node)> = m.range(pa.clone()..).take_while(|(k, _)| **k == pa || k.starts_with(&format!("{pa}/"))).map(|(k, v)| (k.clone(), v.clone())).collect();
+            let moved: Vec<(String, Node)> = m
+                .range(pa.clone()..)
+                .take_while(|(k, _)| **k == pa || k.starts_with(&format!("{pa}/")))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
             for (k, v) in moved {
                 m.remove(&k);
                 m.insert(format!("{pb}{}", &k[pa.len()..]), v);
@@ -150,7 +176,12 @@ fn apply(m: &mut Model, op: &Op) -> Option<String> {
             if m.contains_key(&link) || !parent_is_dir(m, &link) {
                 return None;
             }
-            m.insert(link.clone(), Node::Link { target: target.clone() });
+            m.insert(
+                link.clone(),
+                Node::Link {
+                    target: target.clone(),
+                },
+            );
             Some(format!("ln -s '{target}' {}", q(&link)))
         }
         Op::Chmod(i, mode) => {
@@ -163,10 +194,21 @@ fn apply(m: &mut Model, op: &Op) -> Option<String> {
         }
         Op::Big(i, mb) => {
             let path = p(i);
-            if !parent_is_dir(m, &path) || matches!(m.get(&path), Some(Node::Dir { .. }) | Some(Node::Link { .. })) {
+            if !parent_is_dir(m, &path)
+                || matches!(
+                    m.get(&path),
+                    Some(Node::Dir { .. }) | Some(Node::Link { .. })
+                )
+            {
                 return None;
             }
-            m.insert(path.clone(), Node::File { data: big_data(*mb, *i), mode: 0o644 });
+            m.insert(
+                path.clone(),
+                Node::File {
+                    data: big_data(*mb, *i),
+                    mode: 0o644,
+                },
+            );
             Some(format!("python3 -c \"import sys; sys.stdout.buffer.write(bytes(((i*31+{i}*7)%251) for i in range({mb}<<20)))\" > {}", q(&path)))
         }
         Op::Checkpoint | Op::Restore(_) => unreachable!(),
@@ -178,7 +220,9 @@ fn render(m: &Model) -> String {
     let mut out = String::new();
     for (k, v) in m {
         let line = match v {
-            Node::File { data, mode } => format!("f {mode:o} {} {k} {:x}", data.len(), Sha256::digest(data)),
+            Node::File { data, mode } => {
+                format!("f {mode:o} {} {k} {:x}", data.len(), Sha256::digest(data))
+            }
             Node::Dir { mode } => format!("d {mode:o} {k}"),
             Node::Link { target } => format!("l {k} -> {target}"),
         };
@@ -196,7 +240,12 @@ const LIST: &str = r#"cd /tmp/m && find . -mindepth 1 | sed 's|^\./||' | LC_ALL=
 
 fn sh(mgr: &Manager, sb: &str, cmd: &str) -> String {
     let o = mgr.exec(sb, cmd, &ExecOptions::default()).unwrap();
-    assert_eq!(o.exit_code, 0, "{cmd}: {}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.exit_code,
+        0,
+        "{cmd}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8(o.stdout).unwrap()
 }
 
@@ -215,7 +264,7 @@ fn world() -> &'static World {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, max_shrink_iters: 50, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 64, max_shrink_iters: 50, ..ProptestConfig::default() })]
     #[test]
     fn files_match_the_model_across_checkpoints_and_restores(ops in proptest::collection::vec(op(), 10..60)) {
         let w = world();
@@ -265,11 +314,22 @@ fn deep_chain_restores_from_both_ends() {
     sh(mgr, &sb, "mkdir -p /srv/chain");
     let mut cks = Vec::new();
     for i in 0..200 {
-        sh(mgr, &sb, &format!("cd /srv/chain && echo {i} > f{} && echo {i} >> log && rm -f f{}", i % 7, (i + 3) % 7));
+        sh(
+            mgr,
+            &sb,
+            &format!(
+                "cd /srv/chain && echo {i} > f{} && echo {i} >> log && rm -f f{}",
+                i % 7,
+                (i + 3) % 7
+            ),
+        );
         cks.push(mgr.checkpoint(&sb, None).unwrap());
     }
     let max_depth = cks.iter().map(|c| c.depth).max().unwrap();
-    assert!(max_depth <= deltabox_layerstore::MAX_STACK_DEPTH + 2, "stack depth {max_depth} was never squashed");
+    assert!(
+        max_depth <= deltabox_layerstore::MAX_STACK_DEPTH + 2,
+        "stack depth {max_depth} was never squashed"
+    );
     let expect = |i: usize| {
         let mut files = BTreeMap::new();
         for k in 0..=i {
@@ -287,6 +347,10 @@ fn deep_chain_restores_from_both_ends() {
     }
     // The squashed stacks are what checkpoints now stand on; their records say so.
     let rec = mgr.checkpoint_record(&cks[199].id).unwrap();
-    assert!(rec.layers.len() <= deltabox_layerstore::MAX_STACK_DEPTH + 1, "{}", rec.layers.len());
+    assert!(
+        rec.layers.len() <= deltabox_layerstore::MAX_STACK_DEPTH + 1,
+        "{}",
+        rec.layers.len()
+    );
     mgr.remove(&sb).unwrap();
 }

@@ -13,6 +13,8 @@ mod ids;
 mod records;
 mod squash;
 mod store;
+#[cfg(test)]
+mod tests;
 mod view;
 
 pub use diff::{diff_views, render_patch, Change, ChangeKind};

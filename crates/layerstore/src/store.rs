@@ -443,7 +443,14 @@ impl LayerStore {
             })
         };
         let mut used = false;
-        let cks: Vec<_> = self.state.lock().unwrap().checkpoints.values().cloned().collect();
+        let cks: Vec<_> = self
+            .state
+            .lock()
+            .unwrap()
+            .checkpoints
+            .values()
+            .cloned()
+            .collect();
         for mut c in cks {
             if let Some(v) = replace(&c.layers) {
                 c.layers = v;
@@ -451,7 +458,14 @@ impl LayerStore {
                 used = true;
             }
         }
-        let sbs: Vec<_> = self.state.lock().unwrap().sandboxes.values().cloned().collect();
+        let sbs: Vec<_> = self
+            .state
+            .lock()
+            .unwrap()
+            .sandboxes
+            .values()
+            .cloned()
+            .collect();
         for mut s in sbs {
             if let Some(v) = replace(&s.layers) {
                 s.layers = v;

@@ -183,7 +183,7 @@ impl Init {
             Request::SwitchRoot => fds
                 .first()
                 .ok_or_else(|| "no mount descriptor sent".to_string())
-                .and_then(|m| switch_root(m))
+                .and_then(switch_root)
                 .map(|_| ok()),
             Request::Procs => Ok(Reply::Ok {
                 procs: self.others(),

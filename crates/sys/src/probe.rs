@@ -48,5 +48,5 @@ pub fn filesystem_listed(name: &str) -> bool {
 pub fn free_bytes(p: &Path) -> Option<u64> {
     nix::sys::statvfs::statvfs(p)
         .ok()
-        .map(|s| s.blocks_available() as u64 * s.fragment_size() as u64)
+        .map(|s| s.blocks_available() * s.fragment_size())
 }

@@ -18,21 +18,33 @@ pub struct Store {
 
 impl Store {
     pub fn new(image_bytes: u64) -> Store {
-        let dir = tempfile::Builder::new().prefix("dbx-test-").tempdir_in("/var/tmp").unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("dbx-test-")
+            .tempdir_in("/var/tmp")
+            .unwrap();
         let root = dir.path().join("root");
         deltabox_sandbox::storefs::prepare(&root, image_bytes).expect("prepare store filesystem");
         Store { dir, root }
     }
 
     pub fn manager(&self) -> Manager {
-        Manager::open(Paths { root: self.root.clone(), init_exe: PathBuf::from(BIN), hidden: vec![] }).expect("open manager")
+        Manager::open(Paths {
+            root: self.root.clone(),
+            init_exe: PathBuf::from(BIN),
+            hidden: vec![],
+        })
+        .expect("open manager")
     }
 }
 
 impl Drop for Store {
     fn drop(&mut self) {
         for _ in 0..50 {
-            let ok = Command::new("umount").arg(&self.root).output().map(|o| o.status.success()).unwrap_or(false);
+            let ok = Command::new("umount")
+                .arg(&self.root)
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false);
             if ok {
                 break;
             }
@@ -52,7 +64,11 @@ impl Daemon {
     pub fn start(image_bytes: u64) -> Daemon {
         let store = Store::new(image_bytes);
         let socket = store.dir.path().join("run/d.sock");
-        let mut d = Daemon { store, socket, child: None };
+        let mut d = Daemon {
+            store,
+            socket,
+            child: None,
+        };
         d.spawn();
         d
     }
@@ -74,7 +90,10 @@ impl Daemon {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("daemon did not start: {}", std::fs::read_to_string(self.store.dir.path().join("daemon.log")).unwrap_or_default());
+        panic!(
+            "daemon did not start: {}",
+            std::fs::read_to_string(self.store.dir.path().join("daemon.log")).unwrap_or_default()
+        );
     }
 
     /// SIGKILL: the crash case.
@@ -101,14 +120,28 @@ impl Daemon {
         let out = self.cmd(&a);
         // `exec` exits with the command's code and still prints its JSON result.
         let exec_ok = args.first() == Some(&"exec") && out.stdout.starts_with(b"{");
-        assert!(out.status.success() || exec_ok, "deltabox {args:?} failed ({}): {}{}", out.status, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("bad JSON from {args:?}: {e}: {}", String::from_utf8_lossy(&out.stdout)))
+        assert!(
+            out.status.success() || exec_ok,
+            "deltabox {args:?} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "bad JSON from {args:?}: {e}: {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
     }
 
     /// Runs a command in a sandbox; returns (stdout, exit code).
     pub fn sh(&self, sb: &str, command: &str) -> (String, i64) {
         let v = self.json(&["exec", sb, "--", command]);
-        (v["stdout"].as_str().unwrap().to_string(), v["exit_code"].as_i64().unwrap())
+        (
+            v["stdout"].as_str().unwrap().to_string(),
+            v["exit_code"].as_i64().unwrap(),
+        )
     }
 
     pub fn create(&self) -> String {
@@ -116,7 +149,10 @@ impl Daemon {
     }
 
     pub fn checkpoint(&self, sb: &str) -> String {
-        self.json(&["checkpoint", sb])["id"].as_str().unwrap().to_string()
+        self.json(&["checkpoint", sb])["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 }
 
