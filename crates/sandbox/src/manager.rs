@@ -74,6 +74,7 @@ pub struct Handle {
     pub id: String,
     pid: AtomicI32,
     removed: AtomicBool,
+    squashing: AtomicBool,
     slot: Mutex<Slot>,
 }
 
@@ -137,6 +138,7 @@ impl Manager {
             id: rec.id.clone(),
             pid: AtomicI32::new(sb.as_ref().map(|s| s.pid()).unwrap_or(0)),
             removed: AtomicBool::new(false),
+            squashing: AtomicBool::new(false),
             slot: Mutex::new(Slot { sb, rec, dead }),
         });
         self.sandboxes
@@ -318,11 +320,20 @@ impl Manager {
         })?;
         let store = self.store.clone();
         std::thread::spawn(move || store.refill_spares());
-        if next.layers.len() > MAX_STACK_DEPTH {
+        if next.layers.len() > 2 * MAX_STACK_DEPTH {
+            // The background squash fell behind: bound the depth here and now.
+            self.squash(id);
+        } else if next.layers.len() > MAX_STACK_DEPTH {
             // Off the critical path: the next checkpoint/restore mounts the short stack.
-            let me = self.clone();
-            let id = id.to_string();
-            std::thread::spawn(move || me.squash(&id, &next.layers));
+            let h = self.handle(id)?;
+            if !h.squashing.swap(true, Ordering::SeqCst) {
+                let me = self.clone();
+                let id = id.to_string();
+                std::thread::spawn(move || {
+                    me.squash(&id);
+                    h.squashing.store(false, Ordering::SeqCst);
+                });
+            }
         }
         Ok(CheckpointInfo {
             id: ck.id,
@@ -333,10 +344,16 @@ impl Manager {
         })
     }
 
-    fn squash(&self, id: &str, layers: &[String]) {
+    /// Merges the sandbox's current frozen stack into one layer (under its lock, so the
+    /// stack cannot move meanwhile).
+    fn squash(&self, id: &str) {
         let Ok(h) = self.handle(id) else { return };
         let mut slot = h.slot.lock().unwrap();
-        match self.store.squash(layers) {
+        let layers = slot.rec.layers.clone();
+        if layers.len() <= MAX_STACK_DEPTH {
+            return; // already short (a restore, or another squash, got here first)
+        }
+        match self.store.squash(&layers) {
             Ok(_) => {
                 if let Ok(rec) = self.store.sandbox(id) {
                     slot.rec = rec;
