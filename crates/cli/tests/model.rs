@@ -6,6 +6,7 @@ mod common;
 use common::*;
 use deltabox_sandbox::{ExecOptions, Manager};
 use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -249,67 +250,73 @@ fn sh(mgr: &Manager, sb: &str, cmd: &str) -> String {
     String::from_utf8(o.stdout).unwrap()
 }
 
-struct World {
-    _store: Store,
-    mgr: Arc<Manager>,
-}
-
-fn world() -> &'static World {
-    static W: std::sync::OnceLock<World> = std::sync::OnceLock::new();
-    W.get_or_init(|| {
-        let store = Store::new(8 << 30);
-        let mgr = Arc::new(store.manager());
-        World { _store: store, mgr }
-    })
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, max_shrink_iters: 50, ..ProptestConfig::default() })]
-    #[test]
-    fn files_match_the_model_across_checkpoints_and_restores(ops in proptest::collection::vec(op(), 10..60)) {
-        let w = world();
-        let mgr = &w.mgr;
-        let sb = mgr.create(Default::default()).unwrap().id;
-        sh(mgr, &sb, &format!("mkdir -p {ROOT}"));
-        let mut model = Model::new();
-        let mut nodes: Vec<(String, Model)> = Vec::new();
-        for op in &ops {
-            match op {
-                Op::Checkpoint => {
-                    let ck = mgr.checkpoint(&sb, None).unwrap();
-                    nodes.push((ck.id, model.clone()));
+fn check_ops(mgr: &Arc<Manager>, ops: &[Op]) -> Result<(), TestCaseError> {
+    let sb = mgr.create(Default::default()).unwrap().id;
+    sh(mgr, &sb, &format!("mkdir -p {ROOT}"));
+    let mut model = Model::new();
+    let mut nodes: Vec<(String, Model)> = Vec::new();
+    for op in ops {
+        match op {
+            Op::Checkpoint => {
+                let ck = mgr.checkpoint(&sb, None).unwrap();
+                nodes.push((ck.id, model.clone()));
+            }
+            Op::Restore(i) => {
+                if nodes.is_empty() {
+                    continue;
                 }
-                Op::Restore(i) => {
-                    if nodes.is_empty() { continue; }
-                    let (ck, m) = nodes[i % nodes.len()].clone();
-                    mgr.restore(&sb, &ck).unwrap();
-                    model = m;
-                    prop_assert_eq!(sh(mgr, &sb, LIST), render(&model), "after restore to {}", ck);
-                }
-                other => {
-                    if let Some(cmd) = apply(&mut model, other) {
-                        sh(mgr, &sb, &cmd);
-                    }
+                let (ck, m) = nodes[i % nodes.len()].clone();
+                mgr.restore(&sb, &ck).unwrap();
+                model = m;
+                prop_assert_eq!(
+                    sh(mgr, &sb, LIST),
+                    render(&model),
+                    "after restore to {}",
+                    ck
+                );
+            }
+            other => {
+                if let Some(cmd) = apply(&mut model, other) {
+                    sh(mgr, &sb, &cmd);
                 }
             }
         }
-        prop_assert_eq!(sh(mgr, &sb, LIST), render(&model));
-        // Every node still restores exactly, in reverse order.
-        for (ck, m) in nodes.iter().rev() {
-            mgr.restore(&sb, ck).unwrap();
-            prop_assert_eq!(sh(mgr, &sb, LIST), render(m), "final sweep, {}", ck);
-        }
-        mgr.remove(&sb).unwrap();
-        mgr.gc().unwrap();
     }
+    prop_assert_eq!(sh(mgr, &sb, LIST), render(&model));
+    // Every node still restores exactly, in reverse order.
+    for (ck, m) in nodes.iter().rev() {
+        mgr.restore(&sb, ck).unwrap();
+        prop_assert_eq!(sh(mgr, &sb, LIST), render(m), "final sweep, {}", ck);
+    }
+    mgr.remove(&sb).unwrap();
+    mgr.gc().unwrap();
+    Ok(())
+}
+
+#[test]
+fn files_match_the_model_across_checkpoints_and_restores() {
+    let store = Store::new(8 << 30);
+    let mgr = Arc::new(store.manager());
+    let config = ProptestConfig {
+        cases: 64,
+        max_shrink_iters: 50,
+        ..ProptestConfig::default()
+    };
+    let mut runner = proptest::test_runner::TestRunner::new(config);
+    runner
+        .run(&proptest::collection::vec(op(), 10..60), |ops| {
+            check_ops(&mgr, &ops)
+        })
+        .unwrap();
+    drop(mgr);
 }
 
 /// 200 checkpoints on one path (squashed as it grows), restored from the far end, the
 /// root and the middle, each exactly.
 #[test]
 fn deep_chain_restores_from_both_ends() {
-    let w = world();
-    let mgr = &w.mgr;
+    let store = Store::new(8 << 30);
+    let mgr = &Arc::new(store.manager());
     let sb = mgr.create(Default::default()).unwrap().id;
     sh(mgr, &sb, "mkdir -p /srv/chain");
     let mut cks = Vec::new();

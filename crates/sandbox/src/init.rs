@@ -13,7 +13,7 @@ use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{fork, ForkResult, Pid};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 type R<T> = Result<T, String>;
@@ -94,9 +94,7 @@ fn stage2(cfg: InitConfig) -> ! {
     loop {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
         let (ctl_ev, sig_ev) = {
-            // SAFETY: both fds are owned by this function's locals and outlive the poll.
-            let c = unsafe { BorrowedFd::borrow_raw(init.ctl.as_raw_fd()) };
-            let s = unsafe { BorrowedFd::borrow_raw(sfd.as_raw_fd()) };
+            let (c, s) = (init.ctl.as_fd(), sfd.as_fd());
             let mut fds = [
                 PollFd::new(c, PollFlags::POLLIN),
                 PollFd::new(s, PollFlags::POLLIN),
