@@ -334,7 +334,6 @@ impl Sandbox {
                         "interrupting a timed-out command",
                     );
                     self.pipes.send(&format!("__dbx_done 124 {tag}\n"))?;
-                    let _ = deadline;
                     return self.finish_timeout(tag, res, out, err, start);
                 }
             }

@@ -3,7 +3,7 @@
 use crate::{Result, SysError};
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 use std::io::{IoSlice, IoSliceMut};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
 /// Sends one message, with optional descriptors, on a SOCK_SEQPACKET socket.
 pub fn send(sock: RawFd, data: &[u8], fds: &[RawFd]) -> Result<()> {
@@ -48,8 +48,4 @@ pub fn seqpacket_pair() -> Result<(OwnedFd, OwnedFd)> {
         SockFlag::SOCK_CLOEXEC,
     )
     .map_err(|e| ("socketpair", e).into())
-}
-
-pub fn raw(fd: &OwnedFd) -> RawFd {
-    fd.as_raw_fd()
 }
