@@ -131,7 +131,7 @@ fn criu() -> Check {
     check(
         "criu",
         false,
-        "not installed (optional: durable checkpoints; run scripts/install-criu.sh)",
+        "not installed (optional: for durable checkpoints, which DeltaBox does not use yet; Debian 12's CRIU 3.17 fails on kernels this new)",
     )
 }
 
