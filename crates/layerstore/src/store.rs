@@ -442,40 +442,38 @@ impl LayerStore {
                 v
             })
         };
-        let mut used = false;
-        let cks: Vec<_> = self
-            .state
-            .lock()
-            .unwrap()
-            .checkpoints
-            .values()
-            .cloned()
-            .collect();
-        for mut c in cks {
-            if let Some(v) = replace(&c.layers) {
-                c.layers = v;
-                self.put_checkpoint(&c)?;
-                used = true;
-            }
-        }
-        let sbs: Vec<_> = self
-            .state
-            .lock()
-            .unwrap()
-            .sandboxes
-            .values()
-            .cloned()
-            .collect();
-        for mut s in sbs {
-            if let Some(v) = replace(&s.layers) {
-                s.layers = v;
-                self.put_sandbox(&s)?;
-                used = true;
-            }
-        }
-        if !used {
+        let (cks, sbs): (Vec<CheckpointRecord>, Vec<SandboxRecord>) = {
+            let st = self.state.lock().unwrap();
+            (
+                st.checkpoints
+                    .values()
+                    .filter_map(|c| {
+                        replace(&c.layers).map(|layers| CheckpointRecord {
+                            layers,
+                            ..c.clone()
+                        })
+                    })
+                    .collect(),
+                st.sandboxes
+                    .values()
+                    .filter_map(|s| {
+                        replace(&s.layers).map(|layers| SandboxRecord {
+                            layers,
+                            ..s.clone()
+                        })
+                    })
+                    .collect(),
+            )
+        };
+        if cks.is_empty() && sbs.is_empty() {
             self.discard_layer(&id);
             return Ok(None);
+        }
+        for c in &cks {
+            self.put_checkpoint(c)?;
+        }
+        for s in &sbs {
+            self.put_sandbox(s)?;
         }
         self.unpin(&id);
         Ok(Some(id))
