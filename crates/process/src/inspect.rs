@@ -1,0 +1,282 @@
+//! Reads what a process holds (threads, mappings, descriptors, cwd) and decides whether
+//! a fork of it is an exact, independent copy; if not, says why, naming the culprit.
+
+use crate::error::{ProcessError, Result};
+use std::path::PathBuf;
+
+/// An open file the process must reopen on its new root after a move: a fork shares
+/// the open file (and its offset) with the template, and the old one points into the
+/// template's frozen layers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenFile {
+    pub fd: i32,
+    pub path: PathBuf,
+    /// open(2) flags as the kernel reports them, without creation flags.
+    pub flags: i32,
+    pub pos: u64,
+}
+
+/// What has to be carried over when a copy of the process moves to another root.
+#[derive(Debug, Clone)]
+pub struct Capture {
+    pub pid: i32,
+    pub comm: String,
+    pub cwd: PathBuf,
+    pub files: Vec<OpenFile>,
+}
+
+/// What the caller knows about the sandbox around the process.
+pub struct Context<'a> {
+    /// Mount id of the sandbox root (the overlay whose files are checkpointed).
+    pub root_mnt: u64,
+    /// Inodes of pipes that belong to the session (the daemon's channels to the shell);
+    /// sharing them between copies is what keeps the session working.
+    pub session_pipes: &'a [u64],
+}
+
+fn proc_read(pid: i32, file: &'static str) -> Result<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}")).map_err(|e| ProcessError::Proc {
+        pid,
+        file,
+        why: e.to_string(),
+    })
+}
+
+/// Value of `key:` in a /proc key-value file (status, fdinfo).
+pub fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .map(str::trim)
+}
+
+/// A writable shared mapping in /proc/PID/maps, if any: writes through it from the live
+/// copy would show up in the template.
+pub fn shared_writable_mapping(maps: &str) -> Option<String> {
+    maps.lines().find_map(|l| {
+        let mut it = l.split_whitespace();
+        let (range, perms) = (it.next()?, it.next()?);
+        let p = perms.as_bytes();
+        if p.len() == 4 && p[1] == b'w' && p[3] == b's' {
+            let path = it.nth(3).map(str::to_string);
+            Some(path.unwrap_or_else(|| format!("anonymous shared memory at {range}")))
+        } else {
+            None
+        }
+    })
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum FdKind {
+    /// Keep as is (a session pipe, a character device).
+    Share,
+    /// Reopen by path on the new root.
+    Reopen(OpenFile),
+    /// Cannot be carried over exactly: why.
+    Refuse(String),
+}
+
+/// Classifies one descriptor from its /proc link target, its fdinfo, and its file type.
+pub fn classify_fd(
+    fd: i32,
+    target: &str,
+    fdinfo: &str,
+    file_type: Option<std::fs::FileType>,
+    ctx: &Context,
+) -> FdKind {
+    use std::os::unix::fs::FileTypeExt;
+    if let Some(ino) = target
+        .strip_prefix("pipe:[")
+        .and_then(|s| s.strip_suffix(']'))
+    {
+        return match ino.parse::<u64>() {
+            Ok(i) if ctx.session_pipes.contains(&i) => FdKind::Share,
+            _ => FdKind::Refuse(format!(
+                "fd {fd} is a pipe, which a copy would share with the live process"
+            )),
+        };
+    }
+    if target.starts_with("socket:") {
+        return FdKind::Refuse(format!(
+            "fd {fd} is a socket ({target}); a connection cannot be in two places at once"
+        ));
+    }
+    if let Some(what) = target.strip_prefix("anon_inode:") {
+        return FdKind::Refuse(format!(
+            "fd {fd} is a kernel object ({what}) that a copy would share with the live process"
+        ));
+    }
+    if target.ends_with(" (deleted)") {
+        return FdKind::Refuse(format!("fd {fd} is a deleted file ({target})"));
+    }
+    let mnt: u64 = field(fdinfo, "mnt_id")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let flags = field(fdinfo, "flags")
+        .and_then(|v| i32::from_str_radix(v, 8).ok())
+        .unwrap_or(0);
+    let pos = field(fdinfo, "pos")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let is_dir = file_type.is_some_and(|t| t.is_dir());
+    let is_dev = file_type.is_some_and(|t| t.is_char_device() || t.is_block_device());
+    if mnt != ctx.root_mnt {
+        if is_dev {
+            return FdKind::Share;
+        }
+        return FdKind::Refuse(format!(
+            "fd {fd} is {target}, outside the sandbox's checkpointed root (/dev, /proc and /sys are not captured)"
+        ));
+    }
+    if is_dir && pos != 0 {
+        return FdKind::Refuse(format!(
+            "fd {fd} is directory {target} part-way through a listing"
+        ));
+    }
+    let strip = libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_NOCTTY;
+    FdKind::Reopen(OpenFile {
+        fd,
+        path: PathBuf::from(target),
+        flags: flags & !strip,
+        pos,
+    })
+}
+
+/// Inspects `pid` and returns what a move needs, or why it cannot be captured exactly.
+pub fn inspect(pid: i32, ctx: &Context) -> Result<Capture> {
+    let status = proc_read(pid, "status")?;
+    let comm = field(&status, "Name").unwrap_or("?").to_string();
+    let refuse = |reason: String, hint: &str| ProcessError::Unsupported {
+        pid,
+        comm: comm.clone(),
+        reason,
+        hint: hint.to_string(),
+    };
+    let threads: usize = field(&status, "Threads")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    if threads > 1 {
+        return Err(refuse(
+            format!("it has {threads} threads and a process fork copies only one"),
+            "Join or stop the other threads before the checkpoint (e.g. shut down thread pools)",
+        ));
+    }
+    if let Some(m) = shared_writable_mapping(&proc_read(pid, "maps")?) {
+        return Err(refuse(
+            format!("it has a writable shared mapping of {m}, which the checkpoint would share with the live process"),
+            "Unmap it (or map it MAP_PRIVATE) before the checkpoint",
+        ));
+    }
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).map_err(|e| ProcessError::Proc {
+        pid,
+        file: "cwd",
+        why: e.to_string(),
+    })?;
+    if cwd.to_string_lossy().ends_with(" (deleted)") {
+        return Err(refuse(
+            format!("its working directory {} was deleted", cwd.display()),
+            "cd to an existing directory before the checkpoint",
+        ));
+    }
+    let mut files = Vec::new();
+    let dir = std::fs::read_dir(format!("/proc/{pid}/fd")).map_err(|e| ProcessError::Proc {
+        pid,
+        file: "fd",
+        why: e.to_string(),
+    })?;
+    for e in dir.flatten() {
+        let Ok(fd) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(target) = std::fs::read_link(e.path()) else {
+            continue; // closed meanwhile
+        };
+        let target = target.to_string_lossy().into_owned();
+        let fdinfo =
+            std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap_or_default();
+        let ft = std::fs::metadata(e.path()).ok().map(|m| m.file_type());
+        match classify_fd(fd, &target, &fdinfo, ft, ctx) {
+            FdKind::Share => {}
+            FdKind::Reopen(f) => files.push(f),
+            FdKind::Refuse(why) => {
+                return Err(refuse(
+                    why,
+                    "Close it before the checkpoint (in bash: `exec N>&-`)",
+                ))
+            }
+        }
+    }
+    files.sort_by_key(|f| f.fd);
+    Ok(Capture {
+        pid,
+        comm,
+        cwd,
+        files,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CTX: Context = Context {
+        root_mnt: 40,
+        session_pipes: &[7001, 7002],
+    };
+
+    #[test]
+    fn session_pipes_are_shared_other_pipes_refused() {
+        assert_eq!(classify_fd(0, "pipe:[7001]", "", None, &CTX), FdKind::Share);
+        assert!(matches!(
+            classify_fd(3, "pipe:[9]", "", None, &CTX),
+            FdKind::Refuse(_)
+        ));
+    }
+
+    #[test]
+    fn sockets_anon_inodes_and_deleted_files_are_refused() {
+        for t in ["socket:[12]", "anon_inode:[eventpoll]", "/tmp/x (deleted)"] {
+            match classify_fd(5, t, "mnt_id:\t40\n", None, &CTX) {
+                FdKind::Refuse(why) => assert!(why.contains("fd 5"), "{why}"),
+                k => panic!("{t}: {k:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn files_on_the_root_are_reopened_without_creation_flags() {
+        let info = "pos:\t17\nflags:\t02103101\nmnt_id:\t40\n";
+        match classify_fd(4, "/tmp/log", info, None, &CTX) {
+            FdKind::Reopen(f) => {
+                assert_eq!(f.pos, 17);
+                assert_eq!(f.flags & libc::O_TRUNC, 0);
+                assert_eq!(f.flags & libc::O_CREAT, 0);
+                assert_ne!(f.flags & libc::O_APPEND, 0);
+                assert_ne!(f.flags & libc::O_CLOEXEC, 0);
+                assert_eq!(f.flags & libc::O_ACCMODE, libc::O_WRONLY);
+            }
+            k => panic!("{k:?}"),
+        }
+    }
+
+    #[test]
+    fn files_off_the_root_are_refused() {
+        let info = "pos:\t0\nflags:\t02\nmnt_id:\t99\n";
+        assert!(matches!(
+            classify_fd(4, "/dev/shm/x", info, None, &CTX),
+            FdKind::Refuse(_)
+        ));
+    }
+
+    #[test]
+    fn shared_writable_mappings_are_found() {
+        let maps = "7f00-7f01 r--p 0 08:01 5 /usr/lib/libc.so\n7f02-7f03 rw-s 0 00:2a 9 /work/db\n";
+        assert_eq!(shared_writable_mapping(maps).as_deref(), Some("/work/db"));
+        assert_eq!(
+            shared_writable_mapping("7f00-7f01 r--s 0 08:01 5 /x\n"),
+            None
+        );
+        assert!(shared_writable_mapping("1-2 rw-s 0 00:01 3\n")
+            .unwrap()
+            .contains("anonymous"));
+    }
+}

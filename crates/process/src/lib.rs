@@ -1,0 +1,23 @@
+//! DeltaCR: process checkpoints as frozen, forked templates (no kernel patch).
+//!
+//! * [`tracee`]: ptrace mechanics — stop a process, inject syscalls, fork it remotely.
+//! * [`inspect`]: decide whether a fork of a process is an exact, independent copy.
+//! * [`template`]: checkpoint (fork + park) and restore (fork the template again), and
+//!   moving a process onto a new root (cwd and open files).
+//! * [`guard`]: the seccomp supervisor that keeps templates out of the sandbox's reach.
+//! * [`memory`]: what a template costs.
+//!
+//! Everything here runs in the sandbox's init, which is single-threaded: ptrace ties a
+//! tracee to the thread that attached it.
+
+mod error;
+pub mod guard;
+pub mod inspect;
+pub mod memory;
+pub mod template;
+pub mod tracee;
+
+pub use error::{ProcessError, Result};
+pub use inspect::Context;
+pub use memory::MemoryCost;
+pub use template::{checkpoint, Move, Template};

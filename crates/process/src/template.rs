@@ -1,0 +1,163 @@
+//! Frozen templates: the checkpoint of a process is a stopped fork of it.
+//!
+//! Checkpoint: stop the live process, fork it (the copy is the template: its own
+//! session, non-dumpable, parked in a ptrace stop), and hand the live one back as a
+//! [`Move`] to finish once the caller has switched the sandbox's root. Restore: fork the
+//! template again and finish the copy's move onto the current root. The template itself
+//! never runs, so it can be restored any number of times.
+
+use crate::error::Result;
+use crate::inspect::{inspect, Capture, Context};
+use crate::tracee::Tracee;
+use nix::unistd::Pid;
+use std::os::unix::ffi::OsStrExt;
+
+/// A process stopped half-way through a move to a new root: its root follows the
+/// sandbox's root switch; [`Move::finish`] brings its cwd and open files along.
+pub struct Move {
+    tracee: Tracee,
+    cap: Capture,
+}
+
+impl Move {
+    pub fn pid(&self) -> Pid {
+        self.tracee.pid
+    }
+
+    /// Reopens the process's cwd and files by path (resolved under its current root) and
+    /// lets it run.
+    pub fn finish(mut self) -> Result<Pid> {
+        relocate(&mut self.tracee, &self.cap)?;
+        let pid = self.tracee.pid;
+        self.tracee.detach()?;
+        Ok(pid)
+    }
+
+    /// Lets the process run on, unmoved (the checkpoint was abandoned).
+    pub fn abandon(self) {
+        let _ = self.tracee.detach();
+    }
+
+    /// Kills it instead (a restore that failed half-way).
+    pub fn kill(self) {
+        self.tracee.kill();
+    }
+}
+
+pub struct Template {
+    tracee: Tracee,
+    cap: Capture,
+    /// PR_GET_DUMPABLE of the process at the checkpoint, given back to its copies.
+    dumpable: u64,
+}
+
+fn cstr(p: &std::path::Path) -> Vec<u8> {
+    let mut v = p.as_os_str().as_bytes().to_vec();
+    v.push(0);
+    v
+}
+
+fn relocate(t: &mut Tracee, cap: &Capture) -> Result<()> {
+    t.with_scratch(&cstr(&cap.cwd), |t, addr| {
+        t.call("chdir", libc::SYS_chdir, &[addr]).map(|_| ())
+    })?;
+    for f in &cap.files {
+        let newfd = t.with_scratch(&cstr(&f.path), |t, addr| {
+            let flags = (f.flags & !libc::O_CLOEXEC) | libc::O_CLOEXEC;
+            t.call(
+                "openat",
+                libc::SYS_openat,
+                &[libc::AT_FDCWD as u64, addr, flags as u64, 0],
+            )
+        })? as u64;
+        let keep_cloexec = (f.flags & libc::O_CLOEXEC) as u64;
+        t.call("dup3", libc::SYS_dup3, &[newfd, f.fd as u64, keep_cloexec])?;
+        t.call("close", libc::SYS_close, &[newfd])?;
+        t.call(
+            "lseek",
+            libc::SYS_lseek,
+            &[f.fd as u64, f.pos, libc::SEEK_SET as u64],
+        )?;
+    }
+    Ok(())
+}
+
+/// Makes a process that was forked from a live one independent of it: its own session
+/// and process group (signals to the live one's group miss it).
+fn detach_session(t: &mut Tracee) -> Result<()> {
+    t.call("setsid", libc::SYS_setsid, &[]).map(|_| ())
+}
+
+fn set_dumpable(t: &mut Tracee, v: u64) -> Result<()> {
+    t.call("prctl", libc::SYS_prctl, &[libc::PR_SET_DUMPABLE as u64, v])
+        .map(|_| ())
+}
+
+/// Checkpoints `live`: returns the template and the live process, stopped, to be moved
+/// with [`Move::finish`] after the root switch (or let go with [`Move::abandon`]).
+pub fn checkpoint(live: Pid, ctx: &Context) -> Result<(Template, Move)> {
+    let cap = inspect(live.as_raw(), ctx)?;
+    let mut tracee = Tracee::seize(live)?;
+    let made = (|| {
+        let mut t = tracee.fork()?;
+        let r = (|| {
+            detach_session(&mut t)?;
+            let dumpable = t.call("prctl", libc::SYS_prctl, &[libc::PR_GET_DUMPABLE as u64])?;
+            set_dumpable(&mut t, 0)?;
+            t.park()?;
+            Ok(dumpable as u64)
+        })();
+        match r {
+            Ok(d) => Ok((t, d)),
+            Err(e) => {
+                t.kill();
+                Err(e)
+            }
+        }
+    })();
+    match made {
+        Ok((t, dumpable)) => Ok((
+            Template {
+                tracee: t,
+                cap: cap.clone(),
+                dumpable,
+            },
+            Move { tracee, cap },
+        )),
+        Err(e) => {
+            let _ = tracee.detach();
+            Err(e)
+        }
+    }
+}
+
+impl Template {
+    pub fn pid(&self) -> Pid {
+        self.tracee.pid
+    }
+
+    /// The process's working directory at the checkpoint.
+    pub fn cwd(&self) -> &std::path::Path {
+        &self.cap.cwd
+    }
+
+    /// A new live copy of the checkpointed process, stopped; [`Move::finish`] moves it
+    /// onto the current root and starts it.
+    pub fn spawn(&mut self) -> Result<Move> {
+        let mut child = self.tracee.fork()?;
+        self.tracee.park()?;
+        let r = detach_session(&mut child).and_then(|_| set_dumpable(&mut child, self.dumpable));
+        if let Err(e) = r {
+            child.kill();
+            return Err(e);
+        }
+        Ok(Move {
+            tracee: child,
+            cap: self.cap.clone(),
+        })
+    }
+
+    pub fn kill(self) {
+        self.tracee.kill();
+    }
+}

@@ -1,0 +1,359 @@
+//! A process held in a ptrace stop: syscalls injected into it, forks made of it.
+//!
+//! The tracer must be one thread for the tracee's whole traced life (ptrace binds the
+//! tracee to the thread that attached). In DeltaBox that thread is the sandbox's init,
+//! which is single-threaded and lives as long as the sandbox.
+
+use crate::error::{ProcessError, Result};
+use libc::user_regs_struct;
+use nix::errno::Errno;
+use nix::sys::ptrace::{self, Options};
+use nix::sys::signal::Signal;
+use nix::sys::uio::{process_vm_readv, process_vm_writev, RemoteIoVec};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use std::io::{IoSlice, IoSliceMut};
+
+const ERESTARTSYS: i64 = 512;
+const ERESTARTNOINTR: i64 = 513;
+const ERESTARTNOHAND: i64 = 514;
+const ERESTART_RESTARTBLOCK: i64 = 516;
+/// The `syscall` instruction (x86-64).
+const SYSCALL_INSN: [u8; 2] = [0x0f, 0x05];
+
+/// Registers to resume a process with so that the syscall it was interrupted in runs
+/// again, exactly as the kernel's own signal-return path would arrange it.
+///
+/// A process stopped by PTRACE_INTERRUPT inside a blocking syscall holds `-ERESTART*`
+/// in rax. The kernel rewinds it only on the signal path it was on when it stopped; a
+/// process that then ran injected syscalls, or a fresh fork of it, never gets back there,
+/// so the rewind is done here. `orig_rax = -1` keeps the kernel from rewinding twice.
+pub fn resume_regs(mut r: user_regs_struct) -> user_regs_struct {
+    if (r.orig_rax as i64) >= 0 {
+        match -(r.rax as i64) {
+            ERESTARTSYS | ERESTARTNOINTR | ERESTARTNOHAND => {
+                r.rax = r.orig_rax;
+                r.rip -= 2;
+            }
+            ERESTART_RESTARTBLOCK => {
+                r.rax = libc::SYS_restart_syscall as u64;
+                r.rip -= 2;
+            }
+            _ => {}
+        }
+    }
+    r.orig_rax = u64::MAX;
+    r
+}
+
+/// A traced, stopped process.
+pub struct Tracee {
+    pub pid: Pid,
+    /// What the process resumes with when let go (see [`resume_regs`]).
+    resume: user_regs_struct,
+    /// Address of a `syscall` instruction in the process, where injected calls run.
+    syscall_at: u64,
+    /// Signals that arrived while we held the process; sent again when it is let go.
+    deferred: Vec<Signal>,
+}
+
+fn ptrace_err(op: &'static str, pid: Pid) -> impl Fn(Errno) -> ProcessError {
+    move |errno| ProcessError::Ptrace {
+        op,
+        pid: pid.as_raw(),
+        errno,
+    }
+}
+
+fn options() -> Options {
+    Options::PTRACE_O_TRACESYSGOOD
+        | Options::PTRACE_O_TRACEFORK
+        | Options::PTRACE_O_TRACECLONE
+        | Options::PTRACE_O_TRACEVFORK
+        | Options::PTRACE_O_EXITKILL
+}
+
+impl Tracee {
+    /// Attaches to a running process and stops it where it is (typically blocked in
+    /// `read` waiting for its next command).
+    pub fn seize(pid: Pid) -> Result<Tracee> {
+        ptrace::seize(pid, options()).map_err(ptrace_err("seize", pid))?;
+        let mut deferred = Vec::new();
+        if let Err(e) = ptrace::interrupt(pid).map_err(ptrace_err("interrupt", pid)) {
+            let _ = ptrace::detach(pid, None);
+            return Err(e);
+        }
+        loop {
+            match wait(pid)? {
+                WaitStatus::PtraceEvent(_, _, libc::PTRACE_EVENT_STOP) => break,
+                WaitStatus::Stopped(_, sig) => {
+                    // A signal on its way in: take it out, give it back on detach.
+                    deferred.push(sig);
+                    ptrace::cont(pid, None).map_err(ptrace_err("cont", pid))?;
+                }
+                _ => ptrace::cont(pid, None).map_err(ptrace_err("cont", pid))?,
+            }
+        }
+        let mut t = Tracee::stopped(pid)?;
+        t.deferred = deferred;
+        Ok(t)
+    }
+
+    /// Takes a process that is already in a ptrace stop.
+    fn stopped(pid: Pid) -> Result<Tracee> {
+        let regs = ptrace::getregs(pid).map_err(ptrace_err("getregs", pid))?;
+        let mut t = Tracee {
+            pid,
+            resume: resume_regs(regs),
+            syscall_at: 0,
+            deferred: Vec::new(),
+        };
+        let in_syscall = (regs.orig_rax as i64) >= 0 && regs.rip >= 2;
+        t.syscall_at =
+            if in_syscall && t.read_mem(regs.rip - 2, 2).ok() == Some(SYSCALL_INSN.to_vec()) {
+                regs.rip - 2
+            } else {
+                t.find_syscall_insn()?
+            };
+        Ok(t)
+    }
+
+    /// A `syscall` instruction in the vDSO, for a process stopped outside a syscall.
+    fn find_syscall_insn(&self) -> Result<u64> {
+        let maps = std::fs::read_to_string(format!("/proc/{}/maps", self.pid)).map_err(|e| {
+            ProcessError::Proc {
+                pid: self.pid.as_raw(),
+                file: "maps",
+                why: e.to_string(),
+            }
+        })?;
+        for line in maps.lines().filter(|l| l.ends_with("[vdso]")) {
+            let range = line.split_whitespace().next().unwrap_or("");
+            let (a, b) = range.split_once('-').unwrap_or(("0", "0"));
+            let (a, b) = (
+                u64::from_str_radix(a, 16).unwrap_or(0),
+                u64::from_str_radix(b, 16).unwrap_or(0),
+            );
+            let code = self.read_mem(a, (b - a) as usize)?;
+            if let Some(off) = code.windows(2).position(|w| w == SYSCALL_INSN) {
+                return Ok(a + off as u64);
+            }
+        }
+        Err(ProcessError::Tracee {
+            pid: self.pid.as_raw(),
+            what: "has no syscall instruction to inject at (no vDSO)".into(),
+        })
+    }
+
+    pub fn read_mem(&self, addr: u64, len: usize) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; len];
+        let n = process_vm_readv(
+            self.pid,
+            &mut [IoSliceMut::new(&mut buf)],
+            &[RemoteIoVec {
+                base: addr as usize,
+                len,
+            }],
+        )
+        .map_err(|errno| ProcessError::Ptrace {
+            op: "process_vm_readv",
+            pid: self.pid.as_raw(),
+            errno,
+        })?;
+        buf.truncate(n);
+        Ok(buf)
+    }
+
+    fn write_mem(&self, addr: u64, data: &[u8]) -> Result<()> {
+        let n = process_vm_writev(
+            self.pid,
+            &[IoSlice::new(data)],
+            &[RemoteIoVec {
+                base: addr as usize,
+                len: data.len(),
+            }],
+        )
+        .map_err(|errno| ProcessError::Ptrace {
+            op: "process_vm_writev",
+            pid: self.pid.as_raw(),
+            errno,
+        })?;
+        if n != data.len() {
+            return Err(ProcessError::Tracee {
+                pid: self.pid.as_raw(),
+                what: format!("short memory write ({n} of {} bytes)", data.len()),
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs `f` with `data` placed in the process's stack below the red zone; the
+    /// bytes there are put back afterwards, so the process's memory is left exactly as
+    /// it was.
+    pub fn with_scratch<T>(
+        &mut self,
+        data: &[u8],
+        f: impl FnOnce(&mut Self, u64) -> Result<T>,
+    ) -> Result<T> {
+        let addr = (self.resume.rsp - 128 - 256 - data.len() as u64) & !15;
+        let saved = self.read_mem(addr, data.len())?;
+        self.write_mem(addr, data)?;
+        let r = f(self, addr);
+        self.write_mem(addr, &saved)?;
+        r
+    }
+
+    /// Runs one syscall in the process and returns its raw result (`-errno` on error).
+    /// Any process it forks is returned too (stopped, traced by us).
+    fn run(&mut self, nr: i64, args: &[u64]) -> Result<(i64, Option<Pid>)> {
+        let mut r = self.resume;
+        r.rip = self.syscall_at;
+        r.rax = nr as u64;
+        r.orig_rax = u64::MAX;
+        let slots = [
+            &mut r.rdi, &mut r.rsi, &mut r.rdx, &mut r.r10, &mut r.r8, &mut r.r9,
+        ];
+        for (slot, v) in slots
+            .into_iter()
+            .zip(args.iter().chain(std::iter::repeat(&0)))
+        {
+            *slot = *v;
+        }
+        let pid = self.pid;
+        ptrace::setregs(pid, r).map_err(ptrace_err("setregs", pid))?;
+        ptrace::syscall(pid, None).map_err(ptrace_err("syscall", pid))?;
+        let (mut entered, mut child) = (false, None);
+        loop {
+            match wait(pid)? {
+                WaitStatus::PtraceSyscall(_) if !entered => entered = true,
+                WaitStatus::PtraceSyscall(_) => break,
+                WaitStatus::PtraceEvent(_, _, ev)
+                    if ev == libc::PTRACE_EVENT_FORK
+                        || ev == libc::PTRACE_EVENT_CLONE
+                        || ev == libc::PTRACE_EVENT_VFORK =>
+                {
+                    let msg = ptrace::getevent(pid).map_err(ptrace_err("geteventmsg", pid))?;
+                    child = Some(Pid::from_raw(msg as i32));
+                }
+                WaitStatus::Stopped(_, sig) => self.deferred.push(sig),
+                _ => {}
+            }
+            ptrace::syscall(pid, None).map_err(ptrace_err("syscall", pid))?;
+        }
+        let out = ptrace::getregs(pid).map_err(ptrace_err("getregs", pid))?;
+        Ok((out.rax as i64, child))
+    }
+
+    /// Injects a syscall; a negative result becomes an error naming `call`.
+    pub fn call(&mut self, call: &'static str, nr: i64, args: &[u64]) -> Result<i64> {
+        let (rv, _) = self.run(nr, args)?;
+        if (-4095..0).contains(&rv) {
+            return Err(ProcessError::Injected {
+                call,
+                pid: self.pid.as_raw(),
+                errno: Errno::from_raw(-rv as i32),
+            });
+        }
+        Ok(rv)
+    }
+
+    /// Forks the process: the copy is a sibling (a child of our parent, so the same
+    /// reaper owns both), starts traced and stopped, and resumes where this one would.
+    pub fn fork(&mut self) -> Result<Tracee> {
+        let flags = (libc::CLONE_PARENT | libc::SIGCHLD) as u64;
+        let (rv, child) = self.run(libc::SYS_clone, &[flags, 0, 0, 0, 0])?;
+        if rv < 0 {
+            return Err(ProcessError::Injected {
+                call: "clone",
+                pid: self.pid.as_raw(),
+                errno: Errno::from_raw(-rv as i32),
+            });
+        }
+        let child = child.unwrap_or(Pid::from_raw(rv as i32));
+        loop {
+            match wait(child)? {
+                WaitStatus::PtraceEvent(_, _, libc::PTRACE_EVENT_STOP)
+                | WaitStatus::Stopped(_, Signal::SIGSTOP) => break,
+                _ => ptrace::cont(child, None).map_err(ptrace_err("cont", child))?,
+            }
+        }
+        Ok(Tracee {
+            pid: child,
+            resume: self.resume,
+            syscall_at: self.syscall_at,
+            deferred: Vec::new(),
+        })
+    }
+
+    /// Leaves the process stopped, holding the registers it will resume with.
+    pub fn park(&mut self) -> Result<()> {
+        ptrace::setregs(self.pid, self.resume).map_err(ptrace_err("setregs", self.pid))
+    }
+
+    /// Lets the process go on from where it was stopped.
+    pub fn detach(mut self) -> Result<()> {
+        self.park()?;
+        ptrace::detach(self.pid, None).map_err(ptrace_err("detach", self.pid))?;
+        for sig in self.deferred.drain(..) {
+            let _ = nix::sys::signal::kill(self.pid, sig);
+        }
+        Ok(())
+    }
+
+    /// Kills the process (it is reaped by its parent, the sandbox's init).
+    pub fn kill(self) {
+        let _ = nix::sys::signal::kill(self.pid, Signal::SIGKILL);
+    }
+}
+
+fn wait(pid: Pid) -> Result<WaitStatus> {
+    loop {
+        let st = waitpid(pid, Some(WaitPidFlag::__WALL));
+        // Debugging aid while DeltaCR is being brought up: every ptrace stop seen.
+        if std::env::var_os("DELTABOX_TRACE_PTRACE").is_some() {
+            eprintln!("wait {pid}: {st:?}");
+        }
+        match st {
+            Err(Errno::EINTR) => continue,
+            Err(errno) => return Err(ptrace_err("waitpid", pid)(errno)),
+            Ok(st @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
+                return Err(ProcessError::Tracee {
+                    pid: pid.as_raw(),
+                    what: format!("died while being checkpointed ({st:?})"),
+                })
+            }
+            Ok(st) => return Ok(st),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn regs(rax: i64, orig: i64, rip: u64) -> user_regs_struct {
+        // SAFETY: user_regs_struct is plain integers; all-zero is a valid value.
+        let mut r: user_regs_struct = unsafe { std::mem::zeroed() };
+        r.rax = rax as u64;
+        r.orig_rax = orig as u64;
+        r.rip = rip;
+        r
+    }
+
+    #[test]
+    fn interrupted_read_is_rewound_to_run_again() {
+        let r = resume_regs(regs(-ERESTARTSYS, 0, 0x1002));
+        assert_eq!((r.rax, r.rip, r.orig_rax as i64), (0, 0x1000, -1));
+        let r = resume_regs(regs(-ERESTART_RESTARTBLOCK, 35, 0x1002));
+        assert_eq!(r.rax, libc::SYS_restart_syscall as u64);
+        assert_eq!(r.rip, 0x1000);
+    }
+
+    #[test]
+    fn finished_syscalls_and_user_code_are_left_alone() {
+        let r = resume_regs(regs(-4, 0, 0x1002)); // EINTR: the program sees it
+        assert_eq!((r.rax as i64, r.rip), (-4, 0x1002));
+        let r = resume_regs(regs(-ERESTARTSYS, -1, 0x1002)); // not in a syscall
+        assert_eq!(r.rip, 0x1002);
+    }
+}
