@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 
 const REPL: &str = r#"
 import sys, os
-ns = {}
+ns = {"os": os}
 while True:
     line = sys.stdin.readline()
     if not line:
@@ -47,7 +47,6 @@ impl Session {
 }
 
 #[test]
-#[ignore = "work in progress: the live process stops answering after its move (see docs/DELTACR-WIP.md); run with --ignored"]
 fn template_restores_heap_cwd_and_files_many_times() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("log");
@@ -93,15 +92,20 @@ fn template_restores_heap_cwd_and_files_many_times() {
         session_pipes: &pipes,
     };
     let live = Pid::from_raw(child.id() as i32);
+    let t0 = std::time::Instant::now();
     let (mut tmpl, mv) = checkpoint(live, &ctx).expect("checkpoint");
     assert_eq!(mv.finish().unwrap(), live);
+    // Reported, not asserted: speed is the benchmark's business.
+    eprintln!("checkpoint of a 40 MiB process: {:?}", t0.elapsed());
     assert_eq!(s.ask("x"), "41");
     s.ask("x = 0; big = None; f.write('two\\n'); f.flush(); os.chdir('/')");
     assert_eq!(s.ask("os.getcwd()"), "'/'");
     child.kill().unwrap();
     child.wait().unwrap();
     for _ in 0..3 {
+        let t1 = std::time::Instant::now();
         let copy = tmpl.spawn().unwrap().finish().unwrap();
+        eprintln!("restore (fork of the template): {:?}", t1.elapsed());
         assert_eq!(s.ask("x"), "41");
         assert_eq!(s.ask("len(big)"), (40usize << 20).to_string());
         assert_eq!(
