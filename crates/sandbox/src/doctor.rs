@@ -164,6 +164,11 @@ pub fn doctor(paths: &Paths) -> Vec<Check> {
         out.push(check(&format!("{ns} namespace"), ok, name));
     }
     out.push(ptrace_check());
+    out.push(check(
+        "seccomp notify",
+        probe::seccomp_user_notif(),
+        "SECCOMP_RET_USER_NOTIF: the guard that keeps sandbox signals away from process templates (DeltaCR, in progress)",
+    ));
     let _ = std::fs::create_dir_all(&paths.root);
     let fs = probe::fs_type(&paths.root);
     match probe::reflink_supported(&paths.root) {

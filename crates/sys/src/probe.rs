@@ -50,3 +50,19 @@ pub fn free_bytes(p: &Path) -> Option<u64> {
         .ok()
         .map(|s| s.blocks_available() * s.fragment_size())
 }
+
+/// Whether seccomp can hand syscalls to a userspace supervisor (SECCOMP_RET_USER_NOTIF,
+/// Linux >= 5.0): DeltaCR's guard that keeps signals away from frozen templates.
+pub fn seccomp_user_notif() -> bool {
+    let action: u32 = libc::SECCOMP_RET_USER_NOTIF;
+    // SAFETY: GET_ACTION_AVAIL only reads the u32 the pointer designates.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_seccomp,
+            libc::SECCOMP_GET_ACTION_AVAIL,
+            0,
+            &action as *const u32,
+        )
+    };
+    rc == 0
+}
