@@ -357,3 +357,28 @@ fn openapi_spec_covers_every_route() {
     }
     assert!(n >= 10);
 }
+
+/// Every sandbox process carries the seccomp guard; signals still work as in any shell,
+/// and `kill -9 -1` (carried out by init on the guard's behalf) spares the caller.
+#[test]
+fn signals_pass_through_the_template_guard() {
+    let d = Daemon::start(IMG);
+    let sb = d.create();
+    let (out, code) = d.sh(
+        &sb,
+        "grep -c . /dev/null; awk '/^Seccomp:/{print $2}' /proc/self/status; \
+         sleep 100 & sleep 100 & kill -9 -1; wait; echo survived; \
+         sleep 100 & p=$!; kill -TERM $p; wait $p; echo term=$?; \
+         sleep 100 & p=$!; kill -0 -$p 2>/dev/null; kill -9 $p; wait $p; echo kill=$?",
+    );
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines,
+        ["0", "2", "survived", "term=143", "kill=137"],
+        "{out}"
+    );
+    // The shell was the caller of kill -1: its state is intact.
+    d.sh(&sb, "x=5");
+    assert_eq!(d.sh(&sb, "echo $x").0, "5\n");
+}

@@ -72,6 +72,68 @@ struct Init {
     cfg: InitConfig,
     ctl: OwnedFd,
     shell: Option<Pid>,
+    /// Seccomp listeners of the shells started so far (a filter lives as long as any
+    /// process that inherited it).
+    guards: Vec<OwnedFd>,
+    /// Pids the guard protects (process templates, once DeltaCR is wired in).
+    templates: std::collections::HashSet<i32>,
+}
+
+/// The guard's view of the sandbox, from init's side of its pid namespace.
+struct InitWorld<'a> {
+    templates: &'a std::collections::HashSet<i32>,
+}
+
+impl deltabox_process::guard::World for InitWorld<'_> {
+    fn is_template(&self, pid: i32) -> bool {
+        self.templates.contains(&pid)
+    }
+    fn signal_all(&self, sig: i32, except_tgid: i32) -> usize {
+        let Ok(rd) = std::fs::read_dir("/proc") else {
+            return 0;
+        };
+        let mut n = 0;
+        for e in rd.flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            if pid == 1 || pid == except_tgid || self.is_template(pid) {
+                continue;
+            }
+            // SAFETY: kill(2) with plain integers.
+            if unsafe { libc::kill(pid, sig) } == 0 {
+                n += 1;
+            }
+        }
+        n
+    }
+    fn tgid(&self, tid: i32) -> i32 {
+        std::fs::read_to_string(format!("/proc/{tid}/status"))
+            .ok()
+            .and_then(|s| deltabox_process::inspect::field(&s, "Tgid").and_then(|v| v.parse().ok()))
+            .unwrap_or(tid)
+    }
+    fn pidfd_target(&self, pid: i32, fd: i32) -> Option<i32> {
+        let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok()?;
+        if let Some(p) = deltabox_process::inspect::field(&info, "Pid") {
+            return p.parse().ok();
+        }
+        let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
+        link.strip_prefix("/proc").ok()?.to_str()?.parse().ok()
+    }
+    fn read_i32(&self, pid: i32, addr: u64) -> Option<i32> {
+        let mut b = [0u8; 4];
+        let n = nix::sys::uio::process_vm_readv(
+            Pid::from_raw(pid),
+            &mut [std::io::IoSliceMut::new(&mut b)],
+            &[nix::sys::uio::RemoteIoVec {
+                base: addr as usize,
+                len: 4,
+            }],
+        )
+        .ok()?;
+        (n == 4).then(|| i32::from_ne_bytes(b))
+    }
 }
 
 fn stage2(cfg: InitConfig) -> ! {
@@ -81,6 +143,8 @@ fn stage2(cfg: InitConfig) -> ! {
         cfg,
         ctl,
         shell: None,
+        guards: Vec::new(),
+        templates: Default::default(),
     };
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGCHLD);
@@ -93,21 +157,29 @@ fn stage2(cfg: InitConfig) -> ! {
     .unwrap_or_else(|e| die(&format!("signalfd: {e}")));
     loop {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-        let (ctl_ev, sig_ev) = {
-            let (c, s) = (init.ctl.as_fd(), sfd.as_fd());
-            let mut fds = [
-                PollFd::new(c, PollFlags::POLLIN),
-                PollFd::new(s, PollFlags::POLLIN),
+        let (ctl_ev, sig_ev, guard_ev) = {
+            let mut fds = vec![
+                PollFd::new(init.ctl.as_fd(), PollFlags::POLLIN),
+                PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
             ];
+            fds.extend(
+                init.guards
+                    .iter()
+                    .map(|g| PollFd::new(g.as_fd(), PollFlags::POLLIN)),
+            );
             match poll(&mut fds, PollTimeout::NONE) {
                 Err(nix::Error::EINTR) => continue,
                 Err(e) => die(&format!("poll: {e}")),
-                Ok(_) => (
-                    fds[0].revents().unwrap_or(PollFlags::empty()),
-                    fds[1].revents().unwrap_or(PollFlags::empty()),
-                ),
+                Ok(_) => {
+                    let ev: Vec<PollFlags> = fds
+                        .iter()
+                        .map(|f| f.revents().unwrap_or(PollFlags::empty()))
+                        .collect();
+                    (ev[0], ev[1], ev[2..].to_vec())
+                }
             }
         };
+        init.serve_guards(&guard_ev);
         if !sig_ev.is_empty() {
             while sfd.read_signal().ok().flatten().is_some() {}
             init.reap();
@@ -150,6 +222,27 @@ impl Init {
     fn send(&self, reply: &Reply) {
         let data = serde_json::to_vec(reply).expect("replies serialize");
         let _ = fdpass::send(self.ctl.as_raw_fd(), &data, &[]);
+    }
+
+    /// Answers pending guard notifications; forgets listeners nobody uses any more.
+    fn serve_guards(&mut self, events: &[nix::poll::PollFlags]) {
+        use nix::poll::PollFlags;
+        let mut gone = Vec::new();
+        for (i, ev) in events.iter().enumerate() {
+            if ev.contains(PollFlags::POLLIN) {
+                let world = InitWorld {
+                    templates: &self.templates,
+                };
+                if let Err(e) = deltabox_process::guard::serve_one(&self.guards[i], &world) {
+                    eprintln!("deltabox init: guard: {e}");
+                }
+            } else if ev.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL) {
+                gone.push(i);
+            }
+        }
+        for i in gone.into_iter().rev() {
+            self.guards.remove(i);
+        }
     }
 
     fn reap(&mut self) {
@@ -352,13 +445,26 @@ impl Init {
         if !Path::new(&self.cfg.shell[0]).exists() {
             return Err(format!("the sandbox's root has no {}: the persistent shell runs inside the sandbox, so its base must contain bash", self.cfg.shell[0]));
         }
-        // SAFETY: init is single-threaded; the child only calls async-signal-safe
-        // functions (dup2, sigprocmask, prctl, capset, execve) before exec.
+        let (guard_rx, guard_tx) =
+            fdpass::seqpacket_pair().map_err(|e| format!("guard socket: {e}"))?;
+        // SAFETY: init is single-threaded, so the child may run any code before exec;
+        // it only makes syscalls (dup2, sigprocmask, prctl, capset, seccomp, sendmsg).
         match unsafe { fork() } {
             Err(e) => Err(format!("fork shell: {e}")),
             Ok(ForkResult::Parent { child }) => {
+                drop(guard_tx);
                 self.shell = Some(child);
-                Ok(())
+                match fdpass::recv(guard_rx.as_raw_fd()) {
+                    Ok((_, mut fds)) if !fds.is_empty() => {
+                        self.guards.push(fds.remove(0));
+                        Ok(())
+                    }
+                    Ok((msg, _)) => Err(format!(
+                        "the shell could not install its seccomp guard: {}",
+                        String::from_utf8_lossy(&msg)
+                    )),
+                    Err(e) => Err(format!("receive the shell's seccomp guard: {e}")),
+                }
             }
             Ok(ForkResult::Child) => {
                 // SAFETY: dup2/close on descriptors we own, in the freshly forked child.
@@ -382,6 +488,17 @@ impl Init {
                 if caps::drop_to(caps::KEEP).is_err() {
                     // SAFETY: exiting the forked child without running destructors.
                     unsafe { libc::_exit(112) };
+                }
+                drop(guard_rx);
+                match deltabox_process::guard::install() {
+                    Ok(l) => {
+                        let _ = fdpass::send(guard_tx.as_raw_fd(), b"guard", &[l.as_raw_fd()]);
+                    }
+                    Err(e) => {
+                        let _ = fdpass::send(guard_tx.as_raw_fd(), e.to_string().as_bytes(), &[]);
+                        // SAFETY: as above.
+                        unsafe { libc::_exit(113) };
+                    }
                 }
                 let _ = nix::unistd::execve(&argv[0], &argv, &envp);
                 // SAFETY: as above.
