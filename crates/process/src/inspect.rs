@@ -34,7 +34,7 @@ pub struct Context<'a> {
     pub session_pipes: &'a [u64],
 }
 
-fn proc_read(pid: i32, file: &'static str) -> Result<String> {
+pub(crate) fn proc_read(pid: i32, file: &'static str) -> Result<String> {
     std::fs::read_to_string(format!("/proc/{pid}/{file}")).map_err(|e| ProcessError::Proc {
         pid,
         file,

@@ -120,13 +120,7 @@ impl Tracee {
 
     /// A `syscall` instruction in the vDSO, for a process stopped outside a syscall.
     fn find_syscall_insn(&self) -> Result<u64> {
-        let maps = std::fs::read_to_string(format!("/proc/{}/maps", self.pid)).map_err(|e| {
-            ProcessError::Proc {
-                pid: self.pid.as_raw(),
-                file: "maps",
-                why: e.to_string(),
-            }
-        })?;
+        let maps = crate::inspect::proc_read(self.pid.as_raw(), "maps")?;
         for line in maps.lines().filter(|l| l.ends_with("[vdso]")) {
             let range = line.split_whitespace().next().unwrap_or("");
             let (a, b) = range.split_once('-').unwrap_or(("0", "0"));
@@ -146,22 +140,7 @@ impl Tracee {
     }
 
     pub fn read_mem(&self, addr: u64, len: usize) -> Result<Vec<u8>> {
-        let mut buf = vec![0u8; len];
-        let n = process_vm_readv(
-            self.pid,
-            &mut [IoSliceMut::new(&mut buf)],
-            &[RemoteIoVec {
-                base: addr as usize,
-                len,
-            }],
-        )
-        .map_err(|errno| ProcessError::Ptrace {
-            op: "process_vm_readv",
-            pid: self.pid.as_raw(),
-            errno,
-        })?;
-        buf.truncate(n);
-        Ok(buf)
+        read_memory(self.pid, addr, len)
     }
 
     fn write_mem(&self, addr: u64, data: &[u8]) -> Result<()> {
@@ -304,6 +283,26 @@ impl Tracee {
     pub fn kill(self) {
         let _ = nix::sys::signal::kill(self.pid, Signal::SIGKILL);
     }
+}
+
+/// Reads up to `len` bytes of another process's memory (needs ptrace access to it).
+pub fn read_memory(pid: Pid, addr: u64, len: usize) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    let n = process_vm_readv(
+        pid,
+        &mut [IoSliceMut::new(&mut buf)],
+        &[RemoteIoVec {
+            base: addr as usize,
+            len,
+        }],
+    )
+    .map_err(|errno| ProcessError::Ptrace {
+        op: "process_vm_readv",
+        pid: pid.as_raw(),
+        errno,
+    })?;
+    buf.truncate(n);
+    Ok(buf)
 }
 
 fn wait(pid: Pid) -> Result<WaitStatus> {

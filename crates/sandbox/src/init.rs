@@ -89,14 +89,8 @@ impl deltabox_process::guard::World for InitWorld<'_> {
         self.templates.contains(&pid)
     }
     fn signal_all(&self, sig: i32, except_tgid: i32) -> usize {
-        let Ok(rd) = std::fs::read_dir("/proc") else {
-            return 0;
-        };
         let mut n = 0;
-        for e in rd.flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
+        for pid in proc_pids() {
             if pid == 1 || pid == except_tgid || self.is_template(pid) {
                 continue;
             }
@@ -122,17 +116,8 @@ impl deltabox_process::guard::World for InitWorld<'_> {
         link.strip_prefix("/proc").ok()?.to_str()?.parse().ok()
     }
     fn read_i32(&self, pid: i32, addr: u64) -> Option<i32> {
-        let mut b = [0u8; 4];
-        let n = nix::sys::uio::process_vm_readv(
-            Pid::from_raw(pid),
-            &mut [std::io::IoSliceMut::new(&mut b)],
-            &[nix::sys::uio::RemoteIoVec {
-                base: addr as usize,
-                len: 4,
-            }],
-        )
-        .ok()?;
-        (n == 4).then(|| i32::from_ne_bytes(b))
+        let b = deltabox_process::tracee::read_memory(Pid::from_raw(pid), addr, 4).ok()?;
+        Some(i32::from_ne_bytes(b.try_into().ok()?))
     }
 }
 
@@ -202,6 +187,15 @@ fn stage2(cfg: InitConfig) -> ! {
             init.send(&reply);
         }
     }
+}
+
+/// Pids of the sandbox's pid namespace (init's /proc).
+fn proc_pids() -> impl Iterator<Item = i32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse().ok())
 }
 
 const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
@@ -311,13 +305,7 @@ impl Init {
     /// Other live processes of the sandbox (zombies excluded: they hold no files).
     fn others(&self) -> Vec<ProcInfo> {
         let mut out = Vec::new();
-        let Ok(rd) = std::fs::read_dir("/proc") else {
-            return out;
-        };
-        for e in rd.flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
+        for pid in proc_pids() {
             if pid == 1 || Some(Pid::from_raw(pid)) == self.shell {
                 continue;
             }
