@@ -203,11 +203,16 @@ fn apply(m: &mut Model, op: &Op) -> Option<String> {
             {
                 return None;
             }
+            // `>` truncates an existing file and keeps its mode.
+            let mode = match m.get(&path) {
+                Some(Node::File { mode, .. }) => *mode,
+                _ => 0o644,
+            };
             m.insert(
                 path.clone(),
                 Node::File {
                     data: big_data(*mb, *i),
-                    mode: 0o644,
+                    mode,
                 },
             );
             Some(format!("python3 -c \"import sys; sys.stdout.buffer.write(bytes(((i*31+{i}*7)%251) for i in range({mb}<<20)))\" > {}", q(&path)))
