@@ -15,6 +15,9 @@ pub struct CreateRequest {
     pub base: Option<String>,
     #[serde(default)]
     pub net: bool,
+    /// The persistent session: "bash" (default) or "python".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shell: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -22,6 +25,8 @@ pub struct Sandbox {
     pub id: String,
     pub base: String,
     pub net: bool,
+    #[serde(default)]
+    pub shell: String,
     pub head: Option<String>,
     pub state: String,
     pub checkpoints: usize,
@@ -84,6 +89,9 @@ pub struct Checkpoint {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RestoreRequest {
     pub checkpoint: String,
+    /// Restore the files alone (fresh shell) when the checkpoint has no process template.
+    #[serde(default)]
+    pub files_only: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -103,6 +111,25 @@ pub struct TreeNode {
     pub head: bool,
     pub depth: usize,
     pub ms: f64,
+    /// The checkpoint's frozen process, while the sandbox runs and keeps it.
+    #[serde(default)]
+    pub template: Option<Template>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Template {
+    /// Pid inside the sandbox.
+    pub pid: i32,
+    pub memory: Memory,
+}
+
+/// Bytes of memory: resident, proportional share, and private to the process (what
+/// freeing it gives back).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct Memory {
+    pub rss: u64,
+    pub pss: u64,
+    pub private: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -146,6 +173,9 @@ pub struct Health {
     pub pid: u32,
     pub root: String,
     pub sandboxes: usize,
+    /// Memory held by every live process template.
+    #[serde(default)]
+    pub template_memory: Memory,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -44,6 +44,9 @@ enum Cmd {
         /// Share the host's network (default: no network, loopback only).
         #[arg(long)]
         net: bool,
+        /// The persistent session: bash, or a Python REPL whose heap checkpoints keep.
+        #[arg(long, default_value = "bash", value_parser = ["bash", "python"])]
+        shell: String,
     },
     /// Run a command in the sandbox's persistent shell.
     Exec {
@@ -54,18 +57,25 @@ enum Cmd {
         /// Bytes of stdout and of stderr to keep (each).
         #[arg(long)]
         max_output: Option<usize>,
-        /// The command (joined with spaces and run by bash).
+        /// The command (joined with spaces; bash or Python source, per the sandbox's shell).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         command: Vec<String>,
     },
-    /// Checkpoint the sandbox's files.
+    /// Checkpoint the sandbox: its files and its shell process.
     Checkpoint {
         sandbox: String,
         #[arg(long)]
         label: Option<String>,
     },
-    /// Restore the sandbox to a checkpoint.
-    Restore { sandbox: String, checkpoint: String },
+    /// Restore the sandbox to a checkpoint (files and shell; running processes are killed).
+    Restore {
+        sandbox: String,
+        checkpoint: String,
+        /// If the checkpoint has no process template (daemon restarted), restore its
+        /// files and start a fresh shell.
+        #[arg(long)]
+        files_only: bool,
+    },
     /// Paths added, modified and deleted between two checkpoints.
     Diff {
         from: String,

@@ -38,10 +38,11 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
                 }
             }
         }
-        Cmd::Create { base, net } => {
+        Cmd::Create { base, net, shell } => {
             let req = api::CreateRequest {
                 base: base.map(|b| b.display().to_string()),
                 net,
+                shell: Some(shell),
             };
             let sb: api::Sandbox = client.call("POST", "/v1/sandboxes", Some(&req)).await?;
             if json {
@@ -109,8 +110,12 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
         Cmd::Restore {
             sandbox,
             checkpoint,
+            files_only,
         } => {
-            let req = api::RestoreRequest { checkpoint };
+            let req = api::RestoreRequest {
+                checkpoint,
+                files_only,
+            };
             let r: api::RestoreResponse = client
                 .call(
                     "POST",
@@ -251,6 +256,15 @@ fn print_tree(sandbox: &str, nodes: &[api::TreeNode]) {
             line.push_str(" [removed]");
         } else {
             line.push_str(&format!("  {:.2} ms, {} layer(s)", n.ms, n.depth));
+            match &n.template {
+                Some(t) => line.push_str(&format!(
+                    ", template pid {} ({} private, {} rss)",
+                    t.pid,
+                    mb(t.memory.private),
+                    mb(t.memory.rss)
+                )),
+                None => line.push_str(", no template (files only)"),
+            }
         }
         if n.head {
             line.push_str("  <- head");

@@ -257,8 +257,19 @@ fn daemon_crash_and_restart_keeps_every_checkpoint() {
     d.spawn();
     // The sandbox comes back with its live files (a fresh shell).
     assert_eq!(d.sh(&sb, "cat /srv/c/live").0, "live\n");
+    // Process templates died with the daemon: a plain restore says so and changes
+    // nothing; --files-only brings the files back with a fresh shell.
+    d.sh(&sb, "z=still");
+    let out = d.cmd(&["restore", &sb, &cks[0]]);
+    assert!(!out.status.success());
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("no process template") && err.contains("--files-only"),
+        "{err}"
+    );
+    assert_eq!(d.sh(&sb, "echo $z; cat /srv/c/live").0, "still\nlive\n");
     for (i, ck) in cks.iter().enumerate().rev() {
-        d.json(&["restore", &sb, ck]);
+        d.json(&["restore", &sb, ck, "--files-only"]);
         let log: String = (0..=i).map(|k| format!("{k}\n")).collect();
         assert_eq!(
             d.sh(&sb, "cat /srv/c/n /srv/c/log").0,

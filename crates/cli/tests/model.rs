@@ -271,7 +271,7 @@ fn check_ops(mgr: &Arc<Manager>, ops: &[Op]) -> Result<(), TestCaseError> {
                     continue;
                 }
                 let (ck, m) = nodes[i % nodes.len()].clone();
-                mgr.restore(&sb, &ck).unwrap();
+                mgr.restore(&sb, &ck, false).unwrap();
                 model = m;
                 prop_assert_eq!(
                     sh(mgr, &sb, LIST),
@@ -290,7 +290,7 @@ fn check_ops(mgr: &Arc<Manager>, ops: &[Op]) -> Result<(), TestCaseError> {
     prop_assert_eq!(sh(mgr, &sb, LIST), render(&model));
     // Every node still restores exactly, in reverse order.
     for (ck, m) in nodes.iter().rev() {
-        mgr.restore(&sb, ck).unwrap();
+        mgr.restore(&sb, ck, false).unwrap();
         prop_assert_eq!(sh(mgr, &sb, LIST), render(m), "final sweep, {}", ck);
     }
     mgr.remove(&sb).unwrap();
@@ -354,7 +354,7 @@ fn deep_chain_restores_from_both_ends() {
     };
     let show = "cd /srv/chain && for f in $(ls f* 2>/dev/null | sort); do echo \"$f:$(cat $f)\"; done; cat log";
     for i in [199usize, 0, 100, 199, 23, 24, 25, 0] {
-        mgr.restore(&sb, &cks[i].id).unwrap();
+        mgr.restore(&sb, &cks[i].id, false).unwrap();
         assert_eq!(sh(mgr, &sb, show), expect(i), "checkpoint #{i}");
     }
     // The squashed stacks are what checkpoints now stand on; their records say so.

@@ -50,6 +50,8 @@ impl From<SandboxError> for ApiError {
             | SandboxError::BadBase { .. } => (S::BAD_REQUEST, "bad_request"),
             SandboxError::Dead { .. } => (S::CONFLICT, "dead"),
             SandboxError::BackgroundProcesses { .. } => (S::CONFLICT, "busy"),
+            SandboxError::NotCapturable { .. } => (S::CONFLICT, "not_capturable"),
+            SandboxError::NoTemplate { .. } => (S::CONFLICT, "no_template"),
             SandboxError::Io(m) if m.contains("No space left") => {
                 (S::INSUFFICIENT_STORAGE, "no_space")
             }
@@ -104,13 +106,22 @@ pub fn router(manager: Arc<Manager>, root: PathBuf) -> Router {
         .with_state(AppState { manager, root })
 }
 
-async fn health(State(s): State<AppState>) -> Json<api::Health> {
-    Json(api::Health {
-        version: env!("CARGO_PKG_VERSION").into(),
-        pid: std::process::id(),
-        root: s.root.display().to_string(),
-        sandboxes: s.manager.list().len(),
+async fn health(State(s): State<AppState>) -> ApiResult<api::Health> {
+    blocking(move || {
+        let m = s.manager.template_memory();
+        Ok(api::Health {
+            version: env!("CARGO_PKG_VERSION").into(),
+            pid: std::process::id(),
+            root: s.root.display().to_string(),
+            sandboxes: s.manager.list().len(),
+            template_memory: api::Memory {
+                rss: m.rss,
+                pss: m.pss,
+                private: m.private,
+            },
+        })
     })
+    .await
 }
 
 async fn doctor(State(s): State<AppState>) -> ApiResult<Vec<deltabox_sandbox::Check>> {
@@ -130,9 +141,21 @@ async fn create(
     body: Option<Json<api::CreateRequest>>,
 ) -> Result<(StatusCode, Json<deltabox_sandbox::SandboxInfo>), ApiError> {
     let req = body.map(|b| b.0).unwrap_or_default();
+    let shell = match req.shell.as_deref() {
+        None | Some("bash") => deltabox_sandbox::ShellKind::Bash,
+        Some("python") => deltabox_sandbox::ShellKind::Python,
+        Some(other) => {
+            return Err(ApiError(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("unknown shell {other:?}: use \"bash\" or \"python\""),
+            ))
+        }
+    };
     let opts = deltabox_sandbox::CreateOptions {
         base: req.base.map(PathBuf::from),
         net: req.net,
+        shell,
     };
     blocking(move || s.manager.create(opts))
         .await
@@ -202,7 +225,7 @@ async fn restore(
     Json(req): Json<api::RestoreRequest>,
 ) -> ApiResult<api::RestoreResponse> {
     blocking(move || {
-        let ms = s.manager.restore(&id, &req.checkpoint)?;
+        let ms = s.manager.restore(&id, &req.checkpoint, req.files_only)?;
         Ok(api::RestoreResponse {
             sandbox: id,
             checkpoint: req.checkpoint,

@@ -2,7 +2,8 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// One node of a sandbox's checkpoint tree. Its file content is the stack of frozen
-/// layers (top first) over `base`; process state joins through `process` (issue: DeltaCR).
+/// layers (top first) over `base`. Its process state (a frozen template) lives only in
+/// the running sandbox and is not recorded: it does not survive the daemon.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CheckpointRecord {
     pub id: String,
@@ -36,4 +37,18 @@ pub struct SandboxRecord {
     pub head: Option<String>,
     pub net: bool,
     pub created_unix_ms: u64,
+    /// What the persistent session runs.
+    #[serde(default)]
+    pub shell: ShellKind,
+}
+
+/// The interpreter of a sandbox's persistent session.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ShellKind {
+    /// bash: commands are shell lines; cwd, env, variables and functions persist.
+    #[default]
+    Bash,
+    /// A Python REPL: commands are Python source; its heap persists.
+    Python,
 }

@@ -1,11 +1,11 @@
 //! What a process costs in memory, from /proc/PID/smaps_rollup.
 
 use crate::inspect::field;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Bytes. `private` is what the process alone holds (freed when it exits): for a
 /// template, the pages the live copy has since rewritten.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemoryCost {
     pub rss: u64,
     pub pss: u64,

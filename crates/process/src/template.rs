@@ -25,9 +25,12 @@ impl Move {
     }
 
     /// Reopens the process's cwd and files by path (resolved under its current root) and
-    /// lets it run.
+    /// lets it run. On failure the process is killed: a half-moved copy is not exact.
     pub fn finish(mut self) -> Result<Pid> {
-        relocate(&mut self.tracee, &self.cap)?;
+        if let Err(e) = relocate(&mut self.tracee, &self.cap) {
+            self.tracee.kill();
+            return Err(e);
+        }
         let pid = self.tracee.pid;
         self.tracee.detach()?;
         Ok(pid)

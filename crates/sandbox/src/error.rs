@@ -27,6 +27,16 @@ pub enum SandboxError {
         procs: Vec<String>,
         pids: Vec<String>,
     },
+    #[error("cannot checkpoint sandbox {id}: pid {pid} ({comm}) cannot be captured exactly: {reason}. {hint}")]
+    NotCapturable {
+        id: String,
+        pid: i32,
+        comm: String,
+        reason: String,
+        hint: String,
+    },
+    #[error("checkpoint {ck} of sandbox {id} has no process template (templates live only in the running sandbox: they do not survive a daemon restart, and a template killed from the host is gone); restore its files alone with `deltabox restore {id} {ck} --files-only` (the shell starts fresh)")]
+    NoTemplate { id: String, ck: String },
     #[error("invalid command: {0}")]
     BadCommand(String),
     #[error("base directory {path}: {why}")]

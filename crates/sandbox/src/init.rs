@@ -8,6 +8,7 @@
 //! closes, which tears the whole pid namespace down with it.
 
 use crate::protocol::*;
+use deltabox_process::{ProcessError, Template};
 use deltabox_sys::{caps, fdpass, mount, net};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::{kill, SigSet, Signal};
@@ -27,6 +28,17 @@ fn die(msg: &str) -> ! {
 pub fn init_main(config_json: &str) -> ! {
     let cfg: InitConfig =
         serde_json::from_str(config_json).unwrap_or_else(|e| die(&format!("bad config: {e}")));
+    // Whatever else the daemon's environment leaked to us must not reach the sandbox
+    // (and a stray pipe in the shell would make it impossible to checkpoint).
+    // SAFETY: closes descriptors above our fixed ones; nothing in this process uses them.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            FD_SHELL_MARKER as u32 + 1,
+            u32::MAX,
+            0,
+        )
+    };
     let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWUTS
@@ -75,8 +87,12 @@ struct Init {
     /// Seccomp listeners of the shells started so far (a filter lives as long as any
     /// process that inherited it).
     guards: Vec<OwnedFd>,
-    /// Pids the guard protects (process templates, once DeltaCR is wired in).
-    templates: std::collections::HashSet<i32>,
+    /// Frozen process templates by checkpoint id.
+    templates: std::collections::BTreeMap<String, Template>,
+    /// Their pids: what the guard protects.
+    protected: std::collections::HashSet<i32>,
+    /// Inodes of the shell's pipes to the daemon (shared by a shell and its copies).
+    session_pipes: Vec<u64>,
 }
 
 /// The guard's view of the sandbox, from init's side of its pid namespace.
@@ -130,6 +146,16 @@ fn stage2(cfg: InitConfig) -> ! {
         shell: None,
         guards: Vec::new(),
         templates: Default::default(),
+        protected: Default::default(),
+        session_pipes: [
+            FD_SHELL_STDIN,
+            FD_SHELL_STDOUT,
+            FD_SHELL_STDERR,
+            FD_SHELL_MARKER,
+        ]
+        .iter()
+        .filter_map(|fd| nix::sys::stat::fstat(*fd).ok().map(|st| st.st_ino))
+        .collect(),
     };
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGCHLD);
@@ -218,6 +244,104 @@ impl Init {
         let _ = fdpass::send(self.ctl.as_raw_fd(), &data, &[]);
     }
 
+    /// SIGKILLs `pids` and waits until none can touch a file any more, so nothing old
+    /// writes into the root the sandbox moves onto next.
+    fn kill_and_wait(&mut self, pids: &[i32]) {
+        for p in pids {
+            let _ = kill(Pid::from_raw(*p), Signal::SIGKILL);
+        }
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !pids.iter().all(|p| is_dead(*p)) && std::time::Instant::now() < until {
+            self.reap();
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        self.reap();
+    }
+
+    /// Forks the shell into the template of `ck`, then moves the sandbox (and the live
+    /// shell's cwd and files) onto `mnt`. On any failure the sandbox stays where it was.
+    fn checkpoint(&mut self, ck: String, mnt: &OwnedFd) -> Reply {
+        let Some(shell) = self.shell else {
+            return Reply::Err {
+                error: "the shell is not running".into(),
+            };
+        };
+        let root_mnt = match mount_id("/") {
+            Ok(m) => m,
+            Err(error) => return Reply::Err { error },
+        };
+        let ctx = deltabox_process::Context {
+            root_mnt,
+            session_pipes: &self.session_pipes,
+        };
+        let (template, live) = match deltabox_process::checkpoint(shell, &ctx) {
+            Ok(x) => x,
+            Err(e) => return process_error(e),
+        };
+        if let Err(error) = switch_root(mnt) {
+            template.kill();
+            live.abandon();
+            return Reply::Err { error };
+        }
+        let pid = template.pid().as_raw();
+        self.protected.insert(pid);
+        if let Some(old) = self.templates.insert(ck.clone(), template) {
+            old.kill();
+        }
+        if let Err(e) = live.finish() {
+            // The checkpoint is whole; only the live shell could not follow. It was
+            // killed; its exit is reported and the daemon starts a fresh shell.
+            eprintln!("deltabox init: moving the shell after a checkpoint: {e}");
+        }
+        Reply::Ok(Done {
+            templates: vec![TemplateInfo { ck, pid }],
+            ..Done::default()
+        })
+    }
+
+    /// Kills everything that runs, moves onto `mnt`, and makes a copy of the template of
+    /// `ck` the shell (or, with `files_only` and no template, a fresh shell).
+    fn restore(&mut self, ck: &str, files_only: bool, mnt: &OwnedFd) -> Reply {
+        let copy = match self.templates.get_mut(ck) {
+            Some(t) => match t.spawn() {
+                Ok(m) => Some(m),
+                Err(e) => return process_error(e),
+            },
+            None if files_only => None,
+            None => return Reply::NoTemplate { ck: ck.to_string() },
+        };
+        let mut doomed: Vec<i32> = self.others().iter().map(|p| p.pid).collect();
+        doomed.extend(self.shell.map(|p| p.as_raw()));
+        if let Some(c) = &copy {
+            doomed.retain(|p| *p != c.pid().as_raw());
+        }
+        // The shell's death is reported to the daemon like any other; a successful
+        // restore replaces it.
+        self.kill_and_wait(&doomed);
+        if let Err(error) = switch_root(mnt) {
+            if let Some(c) = copy {
+                c.kill();
+            }
+            return Reply::Err { error };
+        }
+        match copy {
+            Some(c) => match c.finish() {
+                Ok(pid) => {
+                    self.shell = Some(pid);
+                    ok()
+                }
+                Err(e) => process_error(e),
+            },
+            None => match self.start_shell() {
+                Ok(()) => Reply::Ok(Done {
+                    fresh_shell: true,
+                    ..Done::default()
+                }),
+                Err(error) => Reply::Err { error },
+            },
+        }
+    }
+
     /// Answers pending guard notifications; forgets listeners nobody uses any more.
     fn serve_guards(&mut self, events: &[nix::poll::PollFlags]) {
         use nix::poll::PollFlags;
@@ -225,7 +349,7 @@ impl Init {
         for (i, ev) in events.iter().enumerate() {
             if ev.contains(PollFlags::POLLIN) {
                 let world = InitWorld {
-                    templates: &self.templates,
+                    templates: &self.protected,
                 };
                 if let Err(e) = deltabox_process::guard::serve_one(&self.guards[i], &world) {
                     eprintln!("deltabox init: guard: {e}");
@@ -251,6 +375,10 @@ impl Init {
     }
 
     fn child_gone(&mut self, pid: Pid, code: i32) {
+        if self.protected.remove(&pid.as_raw()) {
+            // Killed from outside the sandbox (inside, the guard forbids it).
+            self.templates.retain(|_, t| t.pid() != pid);
+        }
         if self.shell == Some(pid) {
             self.shell = None;
             self.send(&Reply::ShellExited { code });
@@ -258,31 +386,40 @@ impl Init {
     }
 
     fn handle(&mut self, req: Request, fds: Vec<OwnedFd>) -> Reply {
+        let mnt = fds
+            .first()
+            .ok_or_else(|| "no mount descriptor sent".to_string());
         let res: R<Reply> = match req {
-            Request::Root => fds
-                .first()
-                .ok_or_else(|| "no mount descriptor sent".to_string())
+            Request::Root => mnt
                 .and_then(|m| self.setup_root(m))
                 .and_then(|_| self.start_shell())
                 .map(|_| ok()),
-            Request::SwitchRoot => fds
-                .first()
-                .ok_or_else(|| "no mount descriptor sent".to_string())
-                .and_then(switch_root)
-                .map(|_| ok()),
-            Request::Procs => Ok(Reply::Ok {
-                procs: self.others(),
-                count: 0,
-            }),
-            Request::KillOthers => {
-                let procs = self.others();
-                for p in &procs {
-                    let _ = kill(Pid::from_raw(p.pid), Signal::SIGKILL);
+            Request::Checkpoint { ck } => match mnt {
+                Ok(m) => return self.checkpoint(ck, m),
+                Err(e) => Err(e),
+            },
+            Request::Restore { ck, files_only } => match mnt {
+                Ok(m) => return self.restore(&ck, files_only, m),
+                Err(e) => Err(e),
+            },
+            Request::DropTemplate { ck } => {
+                if let Some(t) = self.templates.remove(&ck) {
+                    // The pid stays protected until init reaps it.
+                    t.kill();
                 }
-                Ok(Reply::Ok {
-                    count: procs.len(),
-                    procs: vec![],
-                })
+                Ok(ok())
+            }
+            Request::Procs => Ok(Reply::Ok(Done {
+                procs: self.others(),
+                ..Done::default()
+            })),
+            Request::KillOthers => {
+                let pids: Vec<i32> = self.others().iter().map(|p| p.pid).collect();
+                self.kill_and_wait(&pids);
+                Ok(Reply::Ok(Done {
+                    count: pids.len(),
+                    ..Done::default()
+                }))
             }
             Request::SignalShell { signal } => match (self.shell, Signal::try_from(signal)) {
                 (Some(p), Ok(s)) => kill(p, s)
@@ -306,7 +443,7 @@ impl Init {
     fn others(&self) -> Vec<ProcInfo> {
         let mut out = Vec::new();
         for pid in proc_pids() {
-            if pid == 1 || Some(Pid::from_raw(pid)) == self.shell {
+            if pid == 1 || Some(Pid::from_raw(pid)) == self.shell || self.protected.contains(&pid) {
                 continue;
             }
             let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -497,9 +634,46 @@ impl Init {
 }
 
 fn ok() -> Reply {
-    Reply::Ok {
-        procs: vec![],
-        count: 0,
+    Reply::Ok(Done::default())
+}
+
+fn process_error(e: ProcessError) -> Reply {
+    match e {
+        ProcessError::Unsupported {
+            pid,
+            comm,
+            reason,
+            hint,
+        } => Reply::Unsupported {
+            pid,
+            comm,
+            reason,
+            hint,
+        },
+        other => Reply::Err {
+            error: other.to_string(),
+        },
+    }
+}
+
+/// Mount id of the mount at `path` (as /proc/PID/fdinfo reports it for open files).
+fn mount_id(path: &str) -> R<u64> {
+    let f = std::fs::File::open(path).map_err(|e| format!("open {path}: {e}"))?;
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", f.as_raw_fd()))
+        .map_err(|e| format!("fdinfo of {path}: {e}"))?;
+    deltabox_process::inspect::field(&info, "mnt_id")
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("no mnt_id for {path}"))
+}
+
+/// Gone, for our purposes: no such process, or a zombie (it holds no files any more).
+fn is_dead(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|b| stat[b + 1..].split_whitespace().next())
+            .is_some_and(|st| st == "Z" || st == "X"),
     }
 }
 

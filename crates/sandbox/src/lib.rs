@@ -19,12 +19,12 @@ pub mod storefs;
 pub use doctor::{doctor, Check};
 pub use error::SandboxError;
 pub use manager::{
-    CheckpointInfo, CreateOptions, DiffResult, Handle, Manager, SandboxInfo, TreeNode,
+    CheckpointInfo, CreateOptions, DiffResult, Handle, Manager, SandboxInfo, TemplateInfo, TreeNode,
 };
 pub use sandbox::{ExecOptions, Sandbox};
 pub use shell::ExecOutput;
 
-pub use deltabox_layerstore::{Change, ChangeKind, GcReport, StoreError, Usage};
+pub use deltabox_layerstore::{Change, ChangeKind, GcReport, ShellKind, StoreError, Usage};
 
 use std::path::PathBuf;
 

@@ -5,8 +5,9 @@ use crate::shell::ExecOutput;
 use crate::{mask, Paths, SandboxError};
 use deltabox_layerstore::{
     diff_views, new_id, render_patch, validate_id, Change, CheckpointRecord, GcReport, IdKind,
-    LayerStore, SandboxRecord, StoreError, Usage, MAX_STACK_DEPTH,
+    LayerStore, SandboxRecord, ShellKind, StoreError, Usage, MAX_STACK_DEPTH,
 };
+use deltabox_process::MemoryCost;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 pub struct CreateOptions {
     pub base: Option<PathBuf>,
     pub net: bool,
+    pub shell: ShellKind,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -25,6 +27,7 @@ pub struct SandboxInfo {
     pub id: String,
     pub base: PathBuf,
     pub net: bool,
+    pub shell: ShellKind,
     pub head: Option<String>,
     pub state: String,
     pub checkpoints: usize,
@@ -51,6 +54,15 @@ pub struct TreeNode {
     pub head: bool,
     pub depth: usize,
     pub ms: f64,
+    /// The frozen process template, while the sandbox runs and keeps one.
+    pub template: Option<TemplateInfo>,
+}
+
+/// A checkpoint's frozen process and what it costs.
+#[derive(Debug, Clone, Serialize)]
+pub struct TemplateInfo {
+    pub pid: i32,
+    pub memory: MemoryCost,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -76,6 +88,8 @@ pub struct Handle {
     removed: AtomicBool,
     squashing: AtomicBool,
     slot: Mutex<Slot>,
+    /// The running sandbox's templates, readable without the slot (an exec may hold it).
+    templates: Option<crate::sandbox::Templates>,
 }
 
 pub struct Manager {
@@ -139,6 +153,7 @@ impl Manager {
             pid: AtomicI32::new(sb.as_ref().map(|s| s.pid()).unwrap_or(0)),
             removed: AtomicBool::new(false),
             squashing: AtomicBool::new(false),
+            templates: sb.as_ref().map(|s| s.templates()),
             slot: Mutex::new(Slot { sb, rec, dead }),
         });
         self.sandboxes
@@ -215,6 +230,16 @@ impl Manager {
                 why: "it has no /bin/bash; the base is the sandbox's root filesystem and the persistent shell runs from it (use a full root tree, e.g. one made by debootstrap, or the default base /)".into(),
             });
         }
+        if opts.shell == ShellKind::Python
+            && !base
+                .join(crate::shell::PYTHON.trim_start_matches('/'))
+                .exists()
+        {
+            return Err(SandboxError::BadBase {
+                path: base.display().to_string(),
+                why: format!("it has no {}; a Python session runs the base's own interpreter (install python3 in the base, or use the default base /)", crate::shell::PYTHON),
+            });
+        }
         let mask = self.store.new_layer()?;
         let _ = std::fs::remove_dir(self.store.work_dir(&mask));
         let mut hidden = vec![self.paths.root.clone()];
@@ -237,6 +262,7 @@ impl Manager {
             upper: upper.clone(),
             head: None,
             net: opts.net,
+            shell: opts.shell,
             created_unix_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap_or_default()
@@ -274,6 +300,7 @@ impl Manager {
             id: h.id.clone(),
             base: slot.rec.base.clone(),
             net: slot.rec.net,
+            shell: slot.rec.shell,
             head: slot.rec.head.clone(),
             state,
             checkpoints: self
@@ -365,7 +392,12 @@ impl Manager {
         }
     }
 
-    pub fn restore(&self, id: &str, checkpoint: &str) -> Result<f64, SandboxError> {
+    pub fn restore(
+        &self,
+        id: &str,
+        checkpoint: &str,
+        files_only: bool,
+    ) -> Result<f64, SandboxError> {
         let start = Instant::now();
         let ck = self.store.checkpoint(checkpoint)?;
         if ck.sandbox != id {
@@ -376,7 +408,7 @@ impl Manager {
         }
         let old_upper = self.with_live(id, |sb, rec| {
             let old = rec.upper.clone();
-            *rec = sb.restore(rec, &ck)?;
+            *rec = sb.restore(rec, &ck, files_only)?;
             Ok(old)
         })?;
         let ms = start.elapsed().as_secs_f64() * 1000.0;
@@ -412,7 +444,41 @@ impl Manager {
     }
 
     pub fn remove_checkpoint(&self, id: &str) -> Result<(), SandboxError> {
-        Ok(self.store.remove_checkpoint(id)?)
+        self.store.remove_checkpoint(id)?;
+        // Its frozen process goes too (best effort: a dead sandbox has none).
+        if let Ok(ck) = self.store.checkpoint_any(id) {
+            if let Ok(h) = self.handle(&ck.sandbox) {
+                if let Some(sb) = h.slot.lock().unwrap().sb.as_mut() {
+                    let _ = sb.drop_template(id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Live templates of a sandbox by checkpoint id (none when it is not running).
+    fn templates_of(&self, h: &Handle) -> HashMap<String, TemplateInfo> {
+        h.templates
+            .as_ref()
+            .map(|t| t.memory())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(ck, (pid, memory))| (ck, TemplateInfo { pid, memory }))
+            .collect()
+    }
+
+    /// Memory held by every live template of every sandbox.
+    pub fn template_memory(&self) -> MemoryCost {
+        let hs: Vec<_> = self.sandboxes.lock().unwrap().values().cloned().collect();
+        let mut total = MemoryCost::default();
+        for h in hs {
+            for t in self.templates_of(&h).values() {
+                total.rss += t.memory.rss;
+                total.pss += t.memory.pss;
+                total.private += t.memory.private;
+            }
+        }
+        total
     }
 
     pub fn checkpoint_record(&self, id: &str) -> Result<CheckpointRecord, SandboxError> {
@@ -422,19 +488,21 @@ impl Manager {
     pub fn tree(&self, id: &str) -> Result<Vec<TreeNode>, SandboxError> {
         let h = self.handle(id)?;
         let head = h.slot.lock().unwrap().rec.head.clone();
+        let mut templates = self.templates_of(&h);
         Ok(self
             .store
             .checkpoints_of(id)
             .into_iter()
             .map(|c| TreeNode {
                 head: head.as_deref() == Some(c.id.as_str()),
-                id: c.id,
                 parent: c.parent,
                 label: c.label,
                 created_unix_ms: c.created_unix_ms,
                 removed: c.removed,
                 depth: c.layers.len(),
                 ms: c.ms,
+                template: templates.remove(&c.id),
+                id: c.id,
             })
             .collect())
     }

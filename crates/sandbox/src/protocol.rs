@@ -30,11 +30,18 @@ pub const SHELL_MARKER_FD: i32 = 1021;
 pub enum Request {
     /// Make the attached mount the sandbox's root and start the shell.
     Root,
-    /// Move every process whose root is the sandbox root onto the attached mount.
-    SwitchRoot,
-    /// Processes other than init and the shell.
+    /// Checkpoint the shell as the frozen template `ck`, then move the sandbox onto the
+    /// attached mount (the live shell included: cwd and open files follow it).
+    Checkpoint { ck: String },
+    /// Bring back checkpoint `ck` on the attached mount: kill every running process,
+    /// switch roots, and start a copy of the checkpoint's template as the shell. Without
+    /// a template, `files_only` starts a fresh shell instead (else: `NoTemplate`).
+    Restore { ck: String, files_only: bool },
+    /// Kill the template of `ck` (its checkpoint was removed).
+    DropTemplate { ck: String },
+    /// Processes other than init, the shell and the templates.
     Procs,
-    /// SIGKILL every process but init and the shell.
+    /// SIGKILL every process but init, the shell and the templates.
     KillOthers,
     /// Send a signal to the shell.
     SignalShell { signal: i32 },
@@ -49,17 +56,41 @@ pub struct ProcInfo {
     pub state: String,
 }
 
+/// A successful reply; each request fills what it has to say.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Done {
+    pub procs: Vec<ProcInfo>,
+    pub count: usize,
+    pub templates: Vec<TemplateInfo>,
+    /// The shell was replaced by a fresh one that the daemon must greet.
+    pub fresh_shell: bool,
+}
+
+/// A frozen template as init reports it (pid in the sandbox's pid namespace).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TemplateInfo {
+    pub ck: String,
+    pub pid: i32,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Reply {
-    Ok {
-        #[serde(default)]
-        procs: Vec<ProcInfo>,
-        #[serde(default)]
-        count: usize,
-    },
+    Ok(Done),
     Err {
         error: String,
+    },
+    /// A process cannot be checkpointed exactly.
+    Unsupported {
+        pid: i32,
+        comm: String,
+        reason: String,
+        hint: String,
+    },
+    /// Restore asked for a checkpoint whose process template is gone.
+    NoTemplate {
+        ck: String,
     },
     /// Unsolicited: the shell exited with this wait status description.
     ShellExited {

@@ -2,11 +2,13 @@
 //! two operations that move it between layer stacks (checkpoint and restore).
 
 use crate::protocol::*;
-use crate::shell::{ms_since, prelude, quote, ExecOutput, ShellPipes, Sink, Wait, GRACE};
+use crate::shell::{ms_since, ExecOutput, Session, ShellPipes, Sink, Wait, GRACE};
 use crate::{Paths, SandboxError};
-use deltabox_layerstore::{CheckpointRecord, LayerStore, SandboxRecord};
+use deltabox_layerstore::{CheckpointRecord, LayerStore, SandboxRecord, ShellKind};
+use deltabox_process::MemoryCost;
 use deltabox_sys::fdpass;
 use deltabox_sys::mount::{overlay_mount_fd, OverlaySpec};
+use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -38,6 +40,58 @@ pub struct Sandbox {
     store: Arc<LayerStore>,
     seq: u64,
     shell_dead: Option<i32>,
+    shell: ShellKind,
+    templates: Templates,
+}
+
+/// A sandbox's frozen templates by checkpoint id, shared with the manager so that their
+/// memory can be read without waiting for a running command.
+#[derive(Clone, Default)]
+pub struct Templates {
+    /// Checkpoint id -> template pid inside the sandbox.
+    table: Arc<std::sync::Mutex<BTreeMap<String, i32>>>,
+    /// Host pid of the sandbox's outer init (the parent of its pid-1 init).
+    outer: i32,
+}
+
+impl Templates {
+    /// Each live template's memory, by checkpoint id.
+    pub fn memory(&self) -> BTreeMap<String, (i32, MemoryCost)> {
+        let table = self.table.lock().unwrap().clone();
+        let Some(init) = children(self.outer).into_iter().next() else {
+            return BTreeMap::new();
+        };
+        let host: std::collections::HashMap<i32, i32> = children(init)
+            .into_iter()
+            .filter_map(|hp| Some((ns_pid(hp)?, hp)))
+            .collect();
+        table
+            .into_iter()
+            .filter_map(|(ck, pid)| {
+                let cost = deltabox_process::memory::cost(*host.get(&pid)?)?;
+                Some((ck, (pid, cost)))
+            })
+            .collect()
+    }
+}
+
+/// Children of host process `pid`.
+fn children(pid: i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// The pid of host process `pid` in its innermost pid namespace.
+fn ns_pid(pid: i32) -> Option<i32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    deltabox_process::inspect::field(&status, "NSpid")?
+        .split_whitespace()
+        .last()?
+        .parse()
+        .ok()
 }
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), SandboxError> {
@@ -69,13 +123,7 @@ impl Sandbox {
             hostname: rec.id.clone(),
             net: rec.net,
             staging: paths.staging().to_string_lossy().into_owned(),
-            shell: vec![
-                "/bin/bash".into(),
-                "--noediting".into(),
-                "--norc".into(),
-                "--noprofile".into(),
-                "-i".into(),
-            ],
+            shell: rec.shell.argv(),
             env: vec![
                 (
                     "PATH".into(),
@@ -125,6 +173,7 @@ impl Sandbox {
             detail: format!("run {}: {e}", paths.init_exe.display()),
         })?;
         drop((ctl_child, in_r, out_w, err_w, mark_w));
+        let outer = child.id() as i32;
         let mut sb = Sandbox {
             id: rec.id.clone(),
             child,
@@ -133,6 +182,11 @@ impl Sandbox {
             store,
             seq: 0,
             shell_dead: None,
+            shell: rec.shell,
+            templates: Templates {
+                outer,
+                ..Default::default()
+            },
         };
         let mnt = sb.mount_for(&rec.layers, &rec.base, &rec.upper)?;
         if let Err(e) = sb.call(Request::Root, Some(mnt), "setting up its root") {
@@ -171,7 +225,7 @@ impl Sandbox {
         req: Request,
         fd: Option<OwnedFd>,
         during: &'static str,
-    ) -> Result<Reply, SandboxError> {
+    ) -> Result<Done, SandboxError> {
         let data = serde_json::to_vec(&req).expect("requests serialize");
         let fds: Vec<i32> = fd.iter().map(|f| f.as_raw_fd()).collect();
         let id = self.id.clone();
@@ -186,7 +240,27 @@ impl Sandbox {
             match reply {
                 Reply::ShellExited { code } => self.shell_dead = Some(code),
                 Reply::Err { error } => return Err(init_err(error)),
-                ok => return Ok(ok),
+                Reply::Unsupported {
+                    pid,
+                    comm,
+                    reason,
+                    hint,
+                } => {
+                    return Err(SandboxError::NotCapturable {
+                        id: self.id.clone(),
+                        pid,
+                        comm,
+                        reason,
+                        hint,
+                    })
+                }
+                Reply::NoTemplate { ck } => {
+                    return Err(SandboxError::NoTemplate {
+                        id: self.id.clone(),
+                        ck,
+                    })
+                }
+                Reply::Ok(done) => return Ok(done),
             }
         }
     }
@@ -209,35 +283,56 @@ impl Sandbox {
     }
 
     fn greet_shell(&mut self) -> Result<(), SandboxError> {
-        self.pipes.send(&prelude(SHELL_MARKER_FD))?;
+        self.pipes.send(&self.shell.prelude())?;
         let mut o = Sink::new(0);
         let mut e = Sink::new(4096);
-        match self.pipes.wait(
-            "ready",
-            Some(Instant::now() + Duration::from_secs(10)),
-            &self.ctl,
-            &mut o,
-            &mut e,
-        ) {
-            Wait::Marker(_) => {
-                self.pipes.discard();
-                self.shell_dead = None;
-                Ok(())
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let why = loop {
+            match self
+                .pipes
+                .wait("ready", Some(deadline), &self.ctl, &mut o, &mut e)
+            {
+                Wait::Marker(_) => {
+                    self.pipes.discard();
+                    self.shell_dead = None;
+                    return Ok(());
+                }
+                Wait::Control => match self.recv_ctl(Duration::from_secs(5)) {
+                    Ok(Reply::ShellExited { code }) => {
+                        self.shell_dead = Some(code);
+                        break format!("it exited with status {code}");
+                    }
+                    Ok(_) => continue,
+                    Err(err) => break err,
+                },
+                Wait::Timeout => break "no answer within 10 s".into(),
+                Wait::Closed => break "its pipes closed".into(),
             }
-            _ => Err(SandboxError::Init {
-                id: self.id.clone(),
-                during: "starting the shell",
-                detail: format!(
-                    "bash did not start: {}",
-                    String::from_utf8_lossy(&e.out).trim()
-                ),
-            }),
-        }
+        };
+        Err(SandboxError::Init {
+            id: self.id.clone(),
+            during: "starting the shell",
+            detail: format!(
+                "the {:?} session did not start ({why}): {}",
+                self.shell,
+                String::from_utf8_lossy(&e.out).trim()
+            ),
+        })
     }
 
+    /// Replaces a dead or stuck shell. A shell killed while starting (by a process the
+    /// old one left running, say a `pkill`) is started again.
     fn restart_shell(&mut self) -> Result<(), SandboxError> {
-        self.call(Request::RestartShell, None, "restarting the shell")?;
-        self.greet_shell()
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.call(Request::RestartShell, None, "restarting the shell")?;
+            self.shell_dead = None;
+            match self.greet_shell() {
+                Err(_) if attempt < 3 && self.shell_dead.is_some() => continue,
+                r => return r,
+            }
+        }
     }
 
     fn next_tag(&mut self, kind: char) -> String {
@@ -259,10 +354,7 @@ impl Sandbox {
         }
         let start = Instant::now();
         let tag = self.next_tag('x');
-        self.pipes.send(&format!(
-            "eval -- {} </dev/null; __dbx_done $? {tag}\n",
-            quote(command)
-        ))?;
+        self.pipes.send(&self.shell.run_line(command, &tag))?;
         let (mut out, mut err) = (Sink::new(opts.max_output), Sink::new(opts.max_output));
         let deadline = opts.timeout.map(|t| start + t);
         let mut res = ExecOutput {
@@ -296,22 +388,15 @@ impl Sandbox {
                 Wait::Timeout => {
                     if res.timed_out {
                         // Interrupting did not bring the shell back: replace it.
-                        self.call(
-                            Request::RestartShell,
-                            None,
-                            "restarting the shell after a timeout",
-                        )?;
-                        self.greet_shell()?;
+                        self.restart_shell()?;
                         res.exit_code = 124;
                         res.shell_restarted = true;
                         break;
                     }
                     res.timed_out = true;
-                    if let Reply::Ok { count, .. } =
-                        self.call(Request::KillOthers, None, "killing a timed-out command")?
-                    {
-                        res.killed = count;
-                    }
+                    res.killed = self
+                        .call(Request::KillOthers, None, "killing a timed-out command")?
+                        .count;
                     // A builtin loop in the shell itself needs SIGINT: an interactive bash
                     // abandons the current line and reads the next one.
                     let mut o2 = Sink::new(0);
@@ -333,7 +418,7 @@ impl Sandbox {
                         None,
                         "interrupting a timed-out command",
                     );
-                    self.pipes.send(&format!("__dbx_done 124 {tag}\n"))?;
+                    self.pipes.send(&self.shell.done_line(124, &tag))?;
                     return self.finish_timeout(tag, res, out, err, start);
                 }
             }
@@ -359,12 +444,7 @@ impl Sandbox {
             Wait::Marker(_) => {}
             Wait::Closed => return Err(self.gone()),
             _ => {
-                self.call(
-                    Request::RestartShell,
-                    None,
-                    "restarting the shell after a timeout",
-                )?;
-                self.greet_shell()?;
+                self.restart_shell()?;
                 res.shell_restarted = true;
             }
         }
@@ -393,73 +473,55 @@ impl Sandbox {
         }
     }
 
-    /// Moves the shell onto a fresh overlay mount over `layers` with upper `upper`.
-    fn switch_to(
-        &mut self,
-        layers: &[String],
-        base: &std::path::Path,
-        upper: &str,
-    ) -> Result<(), SandboxError> {
-        let mnt = self.mount_for(layers, base, upper)?;
-        if self.shell_dead.is_some() {
-            self.restart_shell()?;
-        }
-        let park = self.next_tag('p');
-        self.shell_round_trip(&format!("__dbx_park {park}\n"), &park)?;
-        let switched = self.call(Request::SwitchRoot, Some(mnt), "switching to the new root");
-        let unpark = self.next_tag('u');
-        self.shell_round_trip(&format!("__dbx_unpark {unpark}\n"), &unpark)?;
-        switched.map(|_| ())
-    }
-
-    fn shell_round_trip(&mut self, line: &str, tag: &str) -> Result<(), SandboxError> {
-        self.pipes.send(line)?;
-        let (mut o, mut e) = (Sink::new(0), Sink::new(0));
-        match self.pipes.wait(
-            tag,
-            Some(Instant::now() + Duration::from_secs(10)),
-            &self.ctl,
-            &mut o,
-            &mut e,
-        ) {
-            Wait::Marker(_) => Ok(()),
-            Wait::Closed => Err(self.gone()),
-            _ => Err(SandboxError::Init {
-                id: self.id.clone(),
-                during: "moving the shell",
-                detail: "the shell did not answer".into(),
-            }),
-        }
-    }
-
-    /// Freezes the live upper layer as a checkpoint and continues on a fresh upper.
+    /// Freezes the live upper layer and the shell's process as a checkpoint, and goes
+    /// on from there on a fresh upper.
     pub fn checkpoint(
         &mut self,
         rec: &SandboxRecord,
         label: Option<String>,
     ) -> Result<(CheckpointRecord, SandboxRecord), SandboxError> {
         let start = Instant::now();
-        if let Reply::Ok { procs, .. } = self.call(Request::Procs, None, "listing processes")? {
-            if !procs.is_empty() {
-                return Err(SandboxError::BackgroundProcesses {
-                    id: self.id.clone(),
-                    procs: procs
-                        .iter()
-                        .map(|p| format!("pid {} `{}`", p.pid, p.comm))
-                        .collect(),
-                    pids: procs.iter().map(|p| p.pid.to_string()).collect(),
-                });
-            }
+        if self.shell_dead.is_some() {
+            self.restart_shell()?;
         }
+        let procs = self.call(Request::Procs, None, "listing processes")?.procs;
+        if !procs.is_empty() {
+            return Err(SandboxError::BackgroundProcesses {
+                id: self.id.clone(),
+                procs: procs
+                    .iter()
+                    .map(|p| format!("pid {} `{}`", p.pid, p.comm))
+                    .collect(),
+                pids: procs.iter().map(|p| p.pid.to_string()).collect(),
+            });
+        }
+        let ck_id = deltabox_layerstore::new_id(deltabox_layerstore::IdKind::Checkpoint);
         let new_upper = self.store.new_layer()?;
         let mut frozen = vec![rec.upper.clone()];
         frozen.extend(rec.layers.iter().cloned());
-        if let Err(e) = self.switch_to(&frozen, &rec.base, &new_upper) {
-            self.store.discard_layer(&new_upper);
-            return Err(e);
+        let switched = self
+            .mount_for(&frozen, &rec.base, &new_upper)
+            .and_then(|mnt| {
+                self.call(
+                    Request::Checkpoint { ck: ck_id.clone() },
+                    Some(mnt),
+                    "checkpointing",
+                )
+            });
+        match switched {
+            Err(e) => {
+                self.store.discard_layer(&new_upper);
+                return Err(e);
+            }
+            Ok(done) => {
+                let mut table = self.templates.table.lock().unwrap();
+                for t in done.templates {
+                    table.insert(t.ck, t.pid);
+                }
+            }
         }
         let ck = CheckpointRecord {
-            id: deltabox_layerstore::new_id(deltabox_layerstore::IdKind::Checkpoint),
+            id: ck_id,
             sandbox: rec.id.clone(),
             parent: rec.head.clone(),
             layers: frozen.clone(),
@@ -467,7 +529,7 @@ impl Sandbox {
             created_unix_ms: now_ms(),
             label,
             removed: false,
-            ms: 0.0,
+            ms: ms_since(start),
         };
         let next = SandboxRecord {
             layers: frozen,
@@ -476,30 +538,46 @@ impl Sandbox {
             ..rec.clone()
         };
         // Checkpoint first, sandbox second: the store rolls an interrupted pair forward.
-        let mut ck = ck;
-        ck.ms = ms_since(start);
         self.store.put_checkpoint(&ck)?;
         self.store.put_sandbox(&next)?;
         self.store.unpin(&new_upper);
         Ok((ck, next))
     }
 
-    /// Makes the files exactly those of `ck`, on a fresh upper over its layers.
+    /// Makes files and shell exactly those of `ck`, on a fresh upper over its layers;
+    /// everything running is killed. With `files_only`, a checkpoint without a process
+    /// template gets its files back and a fresh shell.
     pub fn restore(
         &mut self,
         rec: &SandboxRecord,
         ck: &CheckpointRecord,
+        files_only: bool,
     ) -> Result<SandboxRecord, SandboxError> {
-        // The live state is being discarded, and with it any process still running.
-        self.call(
-            Request::KillOthers,
-            None,
-            "stopping processes before restore",
-        )?;
         let new_upper = self.store.new_layer()?;
-        if let Err(e) = self.switch_to(&ck.layers, &ck.base, &new_upper) {
-            self.store.discard_layer(&new_upper);
-            return Err(e);
+        let restored = self
+            .mount_for(&ck.layers, &ck.base, &new_upper)
+            .and_then(|mnt| {
+                self.call(
+                    Request::Restore {
+                        ck: ck.id.clone(),
+                        files_only,
+                    },
+                    Some(mnt),
+                    "restoring",
+                )
+            });
+        let done = match restored {
+            Ok(d) => d,
+            Err(e) => {
+                self.store.discard_layer(&new_upper);
+                return Err(e);
+            }
+        };
+        // Whatever the old shell left in the pipes is not the restored one's.
+        self.pipes.discard();
+        self.shell_dead = None;
+        if done.fresh_shell {
+            self.greet_shell()?;
         }
         let next = SandboxRecord {
             layers: ck.layers.clone(),
@@ -510,6 +588,22 @@ impl Sandbox {
         self.store.put_sandbox(&next)?;
         self.store.unpin(&new_upper);
         Ok(next)
+    }
+
+    /// The sandbox's process templates, readable while the sandbox is busy.
+    pub fn templates(&self) -> Templates {
+        self.templates.clone()
+    }
+
+    /// Releases the process template of a removed checkpoint.
+    pub fn drop_template(&mut self, ck: &str) -> Result<(), SandboxError> {
+        self.call(
+            Request::DropTemplate { ck: ck.to_string() },
+            None,
+            "dropping a template",
+        )?;
+        self.templates.table.lock().unwrap().remove(ck);
+        Ok(())
     }
 
     /// Kills the sandbox (its whole pid namespace) and waits for it.

@@ -2,7 +2,9 @@
 //! each command's end on a marker pipe, so its state (cwd, env, variables, functions)
 //! lives on between executions.
 
+use crate::protocol::SHELL_MARKER_FD;
 use crate::SandboxError;
+use deltabox_layerstore::ShellKind;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -27,18 +29,125 @@ pub struct ExecOutput {
 }
 
 /// Bash setup sent once when a shell starts. `__dbx_done` reports the end of a command
-/// and keeps `$?` as the user's; `__dbx_park`/`__dbx_unpark` move the shell's cwd out of
-/// the way while the root is switched, and back (pivot_root(2) moves only a cwd that is
-/// exactly the old root).
-pub(crate) fn prelude(marker_fd: i32) -> String {
+/// and keeps `$?` as the user's.
+fn bash_prelude(marker_fd: i32) -> String {
     format!(
         "PS1= PS2= PS4= PROMPT_COMMAND=; set +H +o history; unset HISTFILE; \
 __dbx_done() {{ printf '\\036DBX %s %s\\n' \"$2\" \"$1\" >&{marker_fd}; return \"$1\"; }}; \
-__dbx_park() {{ __dbx_rc=$?; __dbx_pwd=$PWD; __dbx_opwd=$OLDPWD; builtin cd /; printf '\\036DBX %s 0\\n' \"$1\" >&{marker_fd}; }}; \
-__dbx_unpark() {{ builtin cd -- \"$__dbx_pwd\" 2>/dev/null || builtin cd /; OLDPWD=$__dbx_opwd; unset __dbx_pwd __dbx_opwd; printf '\\036DBX %s 0\\n' \"$1\" >&{marker_fd}; return $__dbx_rc; }}; \
 __dbx_done 0 ready\n"
     )
 }
+
+/// The Python session: reads `[tag, source]` JSON lines (or `[tag, null, code]`: just
+/// report `code`), evaluates an expression (printing its repr, like a REPL) or executes
+/// statements in one persistent namespace, and reports the end on the marker fd. The
+/// protocol pipe moves to fd 1020 so that user code (and its subprocesses) reads
+/// /dev/null on stdin.
+const PYTHON_DRIVER: &str = r#"
+import json, os, sys, traceback
+_in = os.fdopen(os.dup2(0, 1020, inheritable=False), 'rb', buffering=0)
+_nul = os.open(os.devnull, os.O_RDONLY)
+os.dup2(_nul, 0)
+os.close(_nul)
+sys.stdin = open(0, closefd=False)
+_ns = {'__name__': '__main__', '__builtins__': __builtins__}
+def _done(tag, code):
+    for f in (sys.stdout, sys.stderr):
+        try:
+            f.flush()
+        except Exception:
+            pass
+    os.write(MARKER, ('\x1eDBX %s %d\n' % (tag, code)).encode())
+def _run(src):
+    try:
+        code = compile(src, '<deltabox>', 'eval')
+    except SyntaxError:
+        exec(compile(src, '<deltabox>', 'exec'), _ns)
+        return
+    value = eval(code, _ns)
+    if value is not None:
+        print(repr(value))
+def _report(e):
+    tb = e.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == '<string>':
+        tb = tb.tb_next
+    traceback.print_exception(type(e), e, tb)
+while True:
+    try:
+        line = _in.readline()
+        if not line:
+            break
+        req = json.loads(line)
+        if req[1] is None:
+            _done(req[0], req[2])
+            continue
+        rc = 0
+        try:
+            _run(req[1])
+        except SystemExit:
+            raise
+        except KeyboardInterrupt as e:
+            _report(e)
+            rc = 130
+        except BaseException as e:
+            _report(e)
+            rc = 1
+        _done(req[0], rc)
+    except KeyboardInterrupt:
+        continue
+"#;
+
+/// How the daemon talks to one kind of session.
+pub(crate) trait Session {
+    /// The program and its arguments, inside the sandbox.
+    fn argv(&self) -> Vec<String>;
+    /// Sent once after start; the session answers with the marker `ready`.
+    fn prelude(&self) -> String;
+    /// Runs `command`, then reports its status under `tag`.
+    fn run_line(&self, command: &str, tag: &str) -> String;
+    /// Only reports `code` under `tag` (after an interrupted command).
+    fn done_line(&self, code: i32, tag: &str) -> String;
+}
+
+impl Session for ShellKind {
+    fn argv(&self) -> Vec<String> {
+        match self {
+            ShellKind::Bash => ["/bin/bash", "--noediting", "--norc", "--noprofile", "-i"]
+                .map(String::from)
+                .to_vec(),
+            ShellKind::Python => vec![
+                PYTHON.into(),
+                "-u".into(),
+                "-c".into(),
+                PYTHON_DRIVER.replace("MARKER", &SHELL_MARKER_FD.to_string()),
+            ],
+        }
+    }
+    fn prelude(&self) -> String {
+        match self {
+            ShellKind::Bash => bash_prelude(SHELL_MARKER_FD),
+            ShellKind::Python => self.done_line(0, "ready"),
+        }
+    }
+    fn run_line(&self, command: &str, tag: &str) -> String {
+        match self {
+            ShellKind::Bash => format!(
+                "eval -- {} </dev/null; __dbx_done $? {tag}\n",
+                quote(command)
+            ),
+            ShellKind::Python => format!("{}\n", serde_json::json!([tag, command])),
+        }
+    }
+    fn done_line(&self, code: i32, tag: &str) -> String {
+        match self {
+            ShellKind::Bash => format!("__dbx_done {code} {tag}\n"),
+            ShellKind::Python => format!("{}\n", serde_json::json!([tag, null, code])),
+        }
+    }
+}
+
+/// Where a base must have Python for `--shell python`.
+pub const PYTHON: &str = "/usr/bin/python3";
 
 /// Quotes `s` as one bash word.
 pub(crate) fn quote(s: &str) -> String {
@@ -211,11 +320,15 @@ impl ShellPipes {
         None
     }
 
-    /// Discards anything pending (prompt noise after a restart).
+    /// Discards anything pending (prompt noise after a restart, output and markers of a
+    /// shell that a restore replaced).
     pub fn discard(&mut self) {
         let mut s1 = Sink::new(0);
         let mut s2 = Sink::new(0);
         self.drain(&mut s1, &mut s2);
+        let mut buf = [0u8; 4096];
+        while matches!(self.marker.read(&mut buf), Ok(n) if n > 0) {}
+        self.marker_buf.clear();
     }
 }
 
