@@ -95,6 +95,19 @@ enum Cmd {
     },
     /// Delete layers that no checkpoint or sandbox needs.
     Gc,
+    /// Measure DeltaBox and the baselines side by side on a real workload (Django from
+    /// PyPI, built on first use). Runs in-process on a private layer store: no daemon.
+    Bench {
+        /// A smoke run: fewer repetitions.
+        #[arg(long)]
+        quick: bool,
+        /// Repetitions of each DeltaBox operation (default 100, 20 with --quick).
+        #[arg(long)]
+        reps: Option<usize>,
+        /// Where the workload and the bench's store live.
+        #[arg(long, default_value = "/var/tmp/deltabox-bench")]
+        dir: PathBuf,
+    },
     #[command(name = "__init", hide = true)]
     Init { config: String },
 }
@@ -123,6 +136,9 @@ fn run(cli: Cli) -> Result<i32> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    if let Cmd::Bench { quick, reps, dir } = &cli.cmd {
+        return output::bench(*quick, *reps, dir.clone(), cli.json);
+    }
     if let Cmd::Daemon = cli.cmd {
         tracing_subscriber::fmt()
             .with_env_filter(

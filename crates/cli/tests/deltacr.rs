@@ -113,24 +113,38 @@ fn bash_session_is_restored_exactly() {
     assert_ne!(alive, 0, "the checkpointed live shell outlived the restore");
 
     // Any checkpoint, any order, many times: templates stay pristine.
-    for (ck, s, f) in [
+    // Idle pauses let init prepare spare copies, so both paths run: a restore from a
+    // fresh fork of the template and one from a spare.
+    let order = [
         (&b, &s_b, &f_b),
         (&a, &s_a, &f_a),
         (&a, &s_a, &f_a),
         (&b, &s_b, &f_b),
-    ] {
+    ];
+    for (i, (ck, s, f)) in order.into_iter().enumerate() {
+        if i % 2 == 1 {
+            std::thread::sleep(std::time::Duration::from_millis(150));
+        }
         d.json(&["restore", &sb, ck]);
         assert_eq!(&ok_sh(&d, &sb, BASH_STATE), s);
         assert_eq!(&ok_sh(&d, &sb, FILES_STATE), f);
         // Dirty the copy: the next restore of the same checkpoint must not see it.
         ok_sh(&d, &sb, "x=dirty; cd /; echo dirty > /srv/w/a2");
     }
-    // Only init, the shell and the two templates run: no copy was left behind (the
-    // glob is expanded by the shell itself, no process is started to list them).
-    let templates = template_pids(&d, &sb);
-    assert_eq!(templates.len(), 2);
-    let procs = ok_sh(&d, &sb, "echo /proc/[0-9]*");
-    assert_eq!(procs.split_whitespace().count(), 4, "{procs}");
+    // Nothing left running but init and the shell: every other process is a frozen
+    // template (or a spare copy of one), ptrace-stopped. Builtins only: no process is
+    // started to look.
+    assert_eq!(template_pids(&d, &sb).len(), 2);
+    let procs = ok_sh(
+        &d,
+        &sb,
+        "for p in /proc/[0-9]*; do read -r l < $p/stat; l=${l##*) }; echo \"${p#/proc/} ${l%% *}\"; done",
+    );
+    let running: Vec<&str> = procs
+        .lines()
+        .filter(|l| !l.ends_with(" t") && !l.starts_with("1 "))
+        .collect();
+    assert_eq!(running.len(), 1, "{procs}");
 }
 
 #[test]
@@ -241,6 +255,9 @@ for t in map(int, os.environ["TEMPLATES"].split()):
 print("probed")
 '"#;
 
+/// Every ptrace-stopped process (templates and their spare copies).
+const STOPPED_PIDS: &str = r#"for p in /proc/[0-9]*; do read -r l < $p/stat; l=${l##*) }; [ "${l%% *}" = t ] && printf '%s ' ${p#/proc/}; done"#;
+
 /// Blunt attacks on everything, run one by one (some kill the shell that runs them).
 const ATTACKS: &[&str] = &[
     "for p in /proc/[0-9]*; do p=${p#/proc/}; [ $p = $BASHPID ] && continue; kill -STOP $p; kill -CONT $p; kill -HUP $p; kill -9 $p; done 2>/dev/null; echo survived",
@@ -291,8 +308,13 @@ fn templates_are_untouchable_from_inside() {
             .collect::<Vec<_>>()
             .join(" ")
     };
+    // Let init make spare copies too: they must be as untouchable as templates.
+    std::thread::sleep(std::time::Duration::from_millis(150));
     for (box_, pids) in [(&sb, &bash_t), (&pysb, &py_t)] {
-        let probe = format!("export TEMPLATES='{}'; {PROBE}", join(pids));
+        let probe = format!(
+            "export TEMPLATES=\"{} $({STOPPED_PIDS})\"; {PROBE}",
+            join(pids)
+        );
         let said = if box_ == &sb {
             ok_sh(&d, box_, &probe)
         } else {

@@ -65,6 +65,67 @@ pub fn shared_writable_mapping(maps: &str) -> Option<String> {
     })
 }
 
+/// `struct procmap_query` (linux/fs.h, Linux 6.11+).
+#[repr(C)]
+#[derive(Default)]
+struct ProcmapQuery {
+    size: u64,
+    query_flags: u64,
+    query_addr: u64,
+    vma_start: u64,
+    vma_end: u64,
+    vma_flags: u64,
+    vma_page_size: u64,
+    vma_offset: u64,
+    inode: u64,
+    dev_major: u32,
+    dev_minor: u32,
+    vma_name_size: u32,
+    build_id_size: u32,
+    vma_name_addr: u64,
+    build_id_addr: u64,
+}
+
+const PROCMAP_QUERY_VMA_WRITABLE: u64 = 0x02;
+const PROCMAP_QUERY_VMA_SHARED: u64 = 0x08;
+const PROCMAP_QUERY_COVERING_OR_NEXT_VMA: u64 = 0x10;
+
+/// Asks the kernel for the first writable shared mapping of `pid` (PROCMAP_QUERY: one
+/// ioctl instead of reading and parsing maps, which is most of the cost of an inspect).
+/// `None` when the kernel does not have the ioctl: read maps instead.
+fn query_shared_writable(pid: i32) -> Option<Option<String>> {
+    use std::os::fd::AsRawFd;
+    let maps = std::fs::File::open(format!("/proc/{pid}/maps")).ok()?;
+    let mut name = vec![0u8; 4096];
+    let mut q = ProcmapQuery {
+        size: std::mem::size_of::<ProcmapQuery>() as u64,
+        query_flags: PROCMAP_QUERY_VMA_WRITABLE
+            | PROCMAP_QUERY_VMA_SHARED
+            | PROCMAP_QUERY_COVERING_OR_NEXT_VMA,
+        vma_name_size: name.len() as u32,
+        vma_name_addr: name.as_mut_ptr() as u64,
+        ..Default::default()
+    };
+    let req = nix::request_code_readwrite!(b'f', 17, std::mem::size_of::<ProcmapQuery>());
+    // SAFETY: `q` is a properly sized procmap_query whose name buffer outlives the call.
+    let rc = unsafe { libc::ioctl(maps.as_raw_fd(), req as _, &mut q as *mut ProcmapQuery) };
+    if rc != 0 {
+        return match nix::errno::Errno::last() {
+            nix::errno::Errno::ENOENT => Some(None),
+            _ => None,
+        };
+    }
+    let len = (q.vma_name_size as usize).saturating_sub(1).min(name.len());
+    Some(Some(if len == 0 {
+        format!(
+            "anonymous shared memory at {:x}-{:x}",
+            q.vma_start, q.vma_end
+        )
+    } else {
+        String::from_utf8_lossy(&name[..len]).into_owned()
+    }))
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum FdKind {
     /// Keep as is (a session pipe, a character device).
@@ -160,7 +221,11 @@ pub fn inspect(pid: i32, ctx: &Context) -> Result<Capture> {
             "Join or stop the other threads before the checkpoint (e.g. shut down thread pools)",
         ));
     }
-    if let Some(m) = shared_writable_mapping(&proc_read(pid, "maps")?) {
+    let shared = match query_shared_writable(pid) {
+        Some(found) => found,
+        None => shared_writable_mapping(&proc_read(pid, "maps")?),
+    };
+    if let Some(m) = shared {
         return Err(refuse(
             format!("it has a writable shared mapping of {m}, which the checkpoint would share with the live process"),
             "Unmap it (or map it MAP_PRIVATE) before the checkpoint",
@@ -265,6 +330,50 @@ mod tests {
             classify_fd(4, "/dev/shm/x", info, None, &CTX),
             FdKind::Refuse(_)
         ));
+    }
+
+    #[test]
+    fn the_kernel_finds_shared_writable_mappings_too() {
+        let me = std::process::id() as i32;
+        let Some(before) = query_shared_writable(me) else {
+            eprintln!(
+                "skipped: this kernel has no PROCMAP_QUERY (Linux 6.11+); maps is read instead"
+            );
+            return;
+        };
+        assert_eq!(before, None);
+        let f = tempfile_with(8192);
+        // SAFETY: a fresh shared mapping of our own file, unmapped below.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                8192,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                std::os::fd::AsRawFd::as_raw_fd(&f.1),
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        let found = query_shared_writable(me).unwrap();
+        // SAFETY: unmapping what we mapped.
+        unsafe { libc::munmap(p, 8192) };
+        std::fs::remove_file(&f.0).ok();
+        assert_eq!(found.as_deref(), Some(f.0.to_str().unwrap()));
+        assert_eq!(query_shared_writable(me).unwrap(), None);
+    }
+
+    fn tempfile_with(len: u64) -> (std::path::PathBuf, std::fs::File) {
+        let path = std::env::temp_dir().join(format!("dbx-map-{}", std::process::id()));
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        f.set_len(len).unwrap();
+        (path, f)
     }
 
     #[test]

@@ -17,6 +17,9 @@ use std::os::unix::ffi::OsStrExt;
 pub struct Move {
     tracee: Tracee,
     cap: Capture,
+    /// PR_SET_DUMPABLE to give back on finish (a copy of a template stays non-dumpable,
+    /// out of the sandbox's reach, until it runs).
+    dumpable: Option<u64>,
 }
 
 impl Move {
@@ -27,7 +30,11 @@ impl Move {
     /// Reopens the process's cwd and files by path (resolved under its current root) and
     /// lets it run. On failure the process is killed: a half-moved copy is not exact.
     pub fn finish(mut self) -> Result<Pid> {
-        if let Err(e) = relocate(&mut self.tracee, &self.cap) {
+        let moved = relocate(&mut self.tracee, &self.cap).and_then(|_| match self.dumpable {
+            Some(d) => set_dumpable(&mut self.tracee, d),
+            None => Ok(()),
+        });
+        if let Err(e) = moved {
             self.tracee.kill();
             return Err(e);
         }
@@ -125,7 +132,11 @@ pub fn checkpoint(live: Pid, ctx: &Context) -> Result<(Template, Move)> {
                 cap: cap.clone(),
                 dumpable,
             },
-            Move { tracee, cap },
+            Move {
+                tracee,
+                cap,
+                dumpable: None,
+            },
         )),
         Err(e) => {
             let _ = tracee.detach();
@@ -144,19 +155,20 @@ impl Template {
         &self.cap.cwd
     }
 
-    /// A new live copy of the checkpointed process, stopped; [`Move::finish`] moves it
-    /// onto the current root and starts it.
+    /// A new live copy of the checkpointed process, stopped and as protected as the
+    /// template (its own session, non-dumpable); [`Move::finish`] moves it onto the
+    /// current root and starts it.
     pub fn spawn(&mut self) -> Result<Move> {
         let mut child = self.tracee.fork()?;
         self.tracee.park()?;
-        let r = detach_session(&mut child).and_then(|_| set_dumpable(&mut child, self.dumpable));
-        if let Err(e) = r {
+        if let Err(e) = detach_session(&mut child) {
             child.kill();
             return Err(e);
         }
         Ok(Move {
             tracee: child,
             cap: self.cap.clone(),
+            dumpable: Some(self.dumpable),
         })
     }
 

@@ -8,7 +8,7 @@
 //! closes, which tears the whole pid namespace down with it.
 
 use crate::protocol::*;
-use deltabox_process::{ProcessError, Template};
+use deltabox_process::{Move, ProcessError, Template};
 use deltabox_sys::{caps, fdpass, mount, net};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::{kill, SigSet, Signal};
@@ -93,7 +93,21 @@ struct Init {
     protected: std::collections::HashSet<i32>,
     /// Inodes of the shell's pipes to the daemon (shared by a shell and its copies).
     session_pipes: Vec<u64>,
+    /// Last references to roots left behind, dropped once the reply is sent.
+    retired: Vec<OwnedFd>,
+    /// Pre-forked copies of the most recently used templates: a restore then starts
+    /// from a ready copy instead of forking (see `refill_spares`).
+    spares: std::collections::HashMap<String, Move>,
+    /// Checkpoints by last use, most recent last.
+    recent: std::collections::VecDeque<String>,
 }
+
+/// Idle time after which init forks a missing spare.
+const SPARE_IDLE_MS: u16 = 20;
+
+/// How many recently used templates keep a spare copy. A spare shares every page with
+/// its template: it costs page tables (about 0.2% of the template's RSS) and a task.
+const SPARES: usize = 16;
 
 /// The guard's view of the sandbox, from init's side of its pid namespace.
 struct InitWorld<'a> {
@@ -156,6 +170,9 @@ fn stage2(cfg: InitConfig) -> ! {
         .iter()
         .filter_map(|fd| nix::sys::stat::fstat(*fd).ok().map(|st| st.st_ino))
         .collect(),
+        retired: Vec::new(),
+        spares: Default::default(),
+        recent: Default::default(),
     };
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGCHLD);
@@ -178,9 +195,20 @@ fn stage2(cfg: InitConfig) -> ! {
                     .iter()
                     .map(|g| PollFd::new(g.as_fd(), PollFlags::POLLIN)),
             );
-            match poll(&mut fds, PollTimeout::NONE) {
+            // Spares are made only when the sandbox has been idle for a while (agents
+            // think between operations), so they never delay a request.
+            let timeout = if init.spare_wanted().is_some() {
+                PollTimeout::from(SPARE_IDLE_MS)
+            } else {
+                PollTimeout::NONE
+            };
+            match poll(&mut fds, timeout) {
                 Err(nix::Error::EINTR) => continue,
                 Err(e) => die(&format!("poll: {e}")),
+                Ok(0) => {
+                    init.refill_spare();
+                    continue;
+                }
                 Ok(_) => {
                     let ev: Vec<PollFlags> = fds
                         .iter()
@@ -211,6 +239,7 @@ fn stage2(cfg: InitConfig) -> ! {
                 },
             };
             init.send(&reply);
+            init.retired.clear();
         }
     }
 }
@@ -244,41 +273,105 @@ impl Init {
         let _ = fdpass::send(self.ctl.as_raw_fd(), &data, &[]);
     }
 
+    /// Marks `ck` as just used (it keeps a spare while among the `SPARES` most recent).
+    fn touch(&mut self, ck: &str) {
+        self.recent.retain(|c| c != ck);
+        self.recent.push_back(ck.to_string());
+        while self.recent.len() > SPARES {
+            if let Some(old) = self.recent.pop_front() {
+                if let Some(m) = self.spares.remove(&old) {
+                    m.kill();
+                }
+            }
+        }
+    }
+
+    /// The most recently used template without a spare, if any.
+    fn spare_wanted(&self) -> Option<String> {
+        self.recent
+            .iter()
+            .rev()
+            .find(|c| !self.spares.contains_key(*c) && self.templates.contains_key(*c))
+            .cloned()
+    }
+
+    /// Forks one missing spare (when idle: see the poll loop).
+    fn refill_spare(&mut self) {
+        let Some(ck) = self.spare_wanted() else {
+            return;
+        };
+        let Some(t) = self.templates.get_mut(&ck) else {
+            return;
+        };
+        match t.spawn() {
+            Ok(m) => {
+                self.protected.insert(m.pid().as_raw());
+                self.spares.insert(ck, m);
+            }
+            Err(e) => {
+                eprintln!("deltabox init: spare copy of {ck}: {e}");
+                self.recent.retain(|c| *c != ck);
+            }
+        }
+    }
+
+    /// Reads the `Mount` message that completes a checkpoint or restore.
+    fn await_mount(&mut self) -> Option<OwnedFd> {
+        let (msg, mut fds) = fdpass::recv(self.ctl.as_raw_fd()).ok()?;
+        match serde_json::from_slice::<Request>(&msg) {
+            Ok(Request::Mount) if !fds.is_empty() => Some(fds.remove(0)),
+            _ => None,
+        }
+    }
+
     /// SIGKILLs `pids` and waits until none can touch a file any more, so nothing old
     /// writes into the root the sandbox moves onto next.
     fn kill_and_wait(&mut self, pids: &[i32]) {
         for p in pids {
             let _ = kill(Pid::from_raw(*p), Signal::SIGKILL);
         }
+        self.wait_exiting(pids);
+    }
+
+    /// Waits until every one of `pids` (already sent SIGKILL) is exiting or gone.
+    fn wait_exiting(&mut self, pids: &[i32]) {
         let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while !pids.iter().all(|p| is_dead(*p)) && std::time::Instant::now() < until {
+        while !pids.iter().all(|p| is_exiting(*p)) && std::time::Instant::now() < until {
             self.reap();
-            std::thread::sleep(std::time::Duration::from_micros(200));
+            std::thread::sleep(std::time::Duration::from_micros(50));
         }
         self.reap();
     }
 
     /// Forks the shell into the template of `ck`, then moves the sandbox (and the live
     /// shell's cwd and files) onto `mnt`. On any failure the sandbox stays where it was.
-    fn checkpoint(&mut self, ck: String, mnt: &OwnedFd) -> Reply {
-        let Some(shell) = self.shell else {
-            return Reply::Err {
+    fn checkpoint(&mut self, ck: String) -> Reply {
+        let forked = match (self.shell, mount_id("/")) {
+            (None, _) => Err(Reply::Err {
                 error: "the shell is not running".into(),
+            }),
+            (_, Err(error)) => Err(Reply::Err { error }),
+            (Some(shell), Ok(root_mnt)) => {
+                let ctx = deltabox_process::Context {
+                    root_mnt,
+                    session_pipes: &self.session_pipes,
+                };
+                deltabox_process::checkpoint(shell, &ctx).map_err(process_error)
+            }
+        };
+        let mnt = self.await_mount();
+        let (template, live) = match forked {
+            Ok(x) => x,
+            Err(reply) => return reply,
+        };
+        let Some(mnt) = mnt else {
+            template.kill();
+            live.abandon();
+            return Reply::Err {
+                error: "the checkpoint was abandoned: no new root arrived".into(),
             };
         };
-        let root_mnt = match mount_id("/") {
-            Ok(m) => m,
-            Err(error) => return Reply::Err { error },
-        };
-        let ctx = deltabox_process::Context {
-            root_mnt,
-            session_pipes: &self.session_pipes,
-        };
-        let (template, live) = match deltabox_process::checkpoint(shell, &ctx) {
-            Ok(x) => x,
-            Err(e) => return process_error(e),
-        };
-        if let Err(error) = switch_root(mnt) {
+        if let Err(error) = switch_root(&mnt) {
             template.kill();
             live.abandon();
             return Reply::Err { error };
@@ -288,6 +381,7 @@ impl Init {
         if let Some(old) = self.templates.insert(ck.clone(), template) {
             old.kill();
         }
+        self.touch(&ck);
         if let Err(e) = live.finish() {
             // The checkpoint is whole; only the live shell could not follow. It was
             // killed; its exit is reported and the daemon starts a fresh shell.
@@ -301,24 +395,51 @@ impl Init {
 
     /// Kills everything that runs, moves onto `mnt`, and makes a copy of the template of
     /// `ck` the shell (or, with `files_only` and no template, a fresh shell).
-    fn restore(&mut self, ck: &str, files_only: bool, mnt: &OwnedFd) -> Reply {
-        let copy = match self.templates.get_mut(ck) {
-            Some(t) => match t.spawn() {
-                Ok(m) => Some(m),
-                Err(e) => return process_error(e),
-            },
-            None if files_only => None,
-            None => return Reply::NoTemplate { ck: ck.to_string() },
+    fn restore(&mut self, ck: &str, files_only: bool) -> Reply {
+        if !files_only && !self.templates.contains_key(ck) {
+            let _ = self.await_mount();
+            return Reply::NoTemplate { ck: ck.to_string() };
+        }
+        // Fork first (a fork next to a process tearing down the same pages is slower),
+        // then kill everything else and wait only until each is inside exit(2): the
+        // freeing of its memory goes on beside the rest of the restore.
+        let spare = self
+            .spares
+            .remove(ck)
+            .filter(|m| !is_exiting(m.pid().as_raw()));
+        let copy = match spare
+            .map(Ok)
+            .or_else(|| self.templates.get_mut(ck).map(|t| t.spawn()))
+        {
+            Some(Err(e)) => {
+                let _ = self.await_mount();
+                return process_error(e);
+            }
+            Some(Ok(m)) => Some(m),
+            None => None,
         };
         let mut doomed: Vec<i32> = self.others().iter().map(|p| p.pid).collect();
         doomed.extend(self.shell.map(|p| p.as_raw()));
         if let Some(c) = &copy {
             doomed.retain(|p| *p != c.pid().as_raw());
         }
-        // The shell's death is reported to the daemon like any other; a successful
-        // restore replaces it.
-        self.kill_and_wait(&doomed);
-        if let Err(error) = switch_root(mnt) {
+        for p in &doomed {
+            let _ = kill(Pid::from_raw(*p), Signal::SIGKILL);
+        }
+        let mnt = self.await_mount();
+        let Some(mnt) = mnt else {
+            if let Some(c) = copy {
+                c.kill();
+            }
+            return Reply::Err {
+                error: "the restore was abandoned: no new root arrived".into(),
+            };
+        };
+        self.wait_exiting(&doomed);
+        // The old root's last reference goes with these: its teardown (the overlay's
+        // sync) happens after the reply, not before.
+        self.retired.extend(mount::open_path(Path::new("/")).ok());
+        if let Err(error) = switch_root(&mnt) {
             if let Some(c) = copy {
                 c.kill();
             }
@@ -327,6 +448,8 @@ impl Init {
         match copy {
             Some(c) => match c.finish() {
                 Ok(pid) => {
+                    self.protected.remove(&pid.as_raw());
+                    self.touch(ck);
                     self.shell = Some(pid);
                     ok()
                 }
@@ -378,6 +501,7 @@ impl Init {
         if self.protected.remove(&pid.as_raw()) {
             // Killed from outside the sandbox (inside, the guard forbids it).
             self.templates.retain(|_, t| t.pid() != pid);
+            self.spares.retain(|_, m| m.pid() != pid);
         }
         if self.shell == Some(pid) {
             self.shell = None;
@@ -394,19 +518,18 @@ impl Init {
                 .and_then(|m| self.setup_root(m))
                 .and_then(|_| self.start_shell())
                 .map(|_| ok()),
-            Request::Checkpoint { ck } => match mnt {
-                Ok(m) => return self.checkpoint(ck, m),
-                Err(e) => Err(e),
-            },
-            Request::Restore { ck, files_only } => match mnt {
-                Ok(m) => return self.restore(&ck, files_only, m),
-                Err(e) => Err(e),
-            },
+            Request::Checkpoint { ck } => return self.checkpoint(ck),
+            Request::Restore { ck, files_only } => return self.restore(&ck, files_only),
+            Request::Mount => Err("a mount arrived with no checkpoint or restore to use it".into()),
             Request::DropTemplate { ck } => {
+                // The pids stay protected until init reaps them.
                 if let Some(t) = self.templates.remove(&ck) {
-                    // The pid stays protected until init reaps it.
                     t.kill();
                 }
+                if let Some(m) = self.spares.remove(&ck) {
+                    m.kill();
+                }
+                self.recent.retain(|c| *c != ck);
                 Ok(ok())
             }
             Request::Procs => Ok(Reply::Ok(Done {
@@ -446,18 +569,15 @@ impl Init {
             if pid == 1 || Some(Pid::from_raw(pid)) == self.shell || self.protected.contains(&pid) {
                 continue;
             }
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            let (comm, rest) = match (stat.find('('), stat.rfind(')')) {
-                (Some(a), Some(b)) => {
-                    (stat[a + 1..b].to_string(), stat[b + 1..].trim().to_string())
-                }
-                _ => continue,
-            };
-            let state = rest.split_whitespace().next().unwrap_or("?").to_string();
-            if state == "Z" || state == "X" {
-                continue;
+            // Exiting processes (a restore's old shell freeing its memory) are harmless.
+            match proc_stat(pid) {
+                Some(st) if !st.exiting() => out.push(ProcInfo {
+                    pid,
+                    comm: st.comm,
+                    state: st.state,
+                }),
+                _ => {}
             }
-            out.push(ProcInfo { pid, comm, state });
         }
         out
     }
@@ -666,15 +786,40 @@ fn mount_id(path: &str) -> R<u64> {
         .ok_or_else(|| format!("no mnt_id for {path}"))
 }
 
-/// Gone, for our purposes: no such process, or a zombie (it holds no files any more).
-fn is_dead(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        Ok(stat) => stat
-            .rfind(')')
-            .and_then(|b| stat[b + 1..].split_whitespace().next())
-            .is_some_and(|st| st == "Z" || st == "X"),
+/// What init needs of /proc/PID/stat.
+struct ProcStat {
+    comm: String,
+    state: String,
+    flags: u64,
+}
+
+impl ProcStat {
+    fn parse(stat: &str) -> Option<ProcStat> {
+        let (a, b) = (stat.find('(')?, stat.rfind(')')?);
+        let rest: Vec<&str> = stat.get(b + 1..)?.split_whitespace().collect();
+        // After the comm: state is field 3, flags field 9.
+        Some(ProcStat {
+            comm: stat.get(a + 1..b)?.to_string(),
+            state: rest.first()?.to_string(),
+            flags: rest.get(6)?.parse().ok()?,
+        })
     }
+
+    /// A zombie, or inside exit(2) (PF_EXITING: it will not run another system call;
+    /// what is left is freeing its memory).
+    fn exiting(&self) -> bool {
+        const PF_EXITING: u64 = 0x4;
+        self.state == "Z" || self.state == "X" || self.flags & PF_EXITING != 0
+    }
+}
+
+fn proc_stat(pid: i32) -> Option<ProcStat> {
+    ProcStat::parse(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// Gone or exiting: it cannot touch a file any more.
+fn is_exiting(pid: i32) -> bool {
+    proc_stat(pid).is_none_or(|st| st.exiting())
 }
 
 /// Moves the sandbox onto a new root mount without touching the layers of the old one.
@@ -705,4 +850,24 @@ fn switch_root(mnt: &OwnedFd) -> R<()> {
     mount::detach(Path::new(".")).map_err(e)?;
     std::env::set_current_dir("/").map_err(|x| format!("chdir /: {x}"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ProcStat;
+
+    #[test]
+    fn stat_lines_are_parsed_past_odd_command_names() {
+        let line = "42 (py (x) 3) R 1 42 42 0 -1 4194560 100 0 0 0";
+        let st = ProcStat::parse(line).unwrap();
+        assert_eq!((st.comm.as_str(), st.state.as_str()), ("py (x) 3", "R"));
+        assert!(!st.exiting());
+        // PF_EXITING set: exiting although still running.
+        let st = ProcStat::parse("7 (sh) R 1 7 7 0 -1 4194564 0").unwrap();
+        assert!(st.exiting());
+        assert!(ProcStat::parse("8 (sh) Z 1 8 8 0 -1 0 0")
+            .unwrap()
+            .exiting());
+        assert!(ProcStat::parse("garbage").is_none());
+    }
 }

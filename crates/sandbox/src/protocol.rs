@@ -31,12 +31,17 @@ pub enum Request {
     /// Make the attached mount the sandbox's root and start the shell.
     Root,
     /// Checkpoint the shell as the frozen template `ck`, then move the sandbox onto the
-    /// attached mount (the live shell included: cwd and open files follow it).
+    /// mount of the `Mount` message that follows (the live shell included: cwd and open
+    /// files follow it). The daemon builds that mount while init forks.
     Checkpoint { ck: String },
-    /// Bring back checkpoint `ck` on the attached mount: kill every running process,
-    /// switch roots, and start a copy of the checkpoint's template as the shell. Without
-    /// a template, `files_only` starts a fresh shell instead (else: `NoTemplate`).
+    /// Bring back checkpoint `ck` on the mount of the `Mount` message that follows: kill
+    /// every running process, switch roots, and start a copy of the checkpoint's
+    /// template as the shell. Without a template, `files_only` starts a fresh shell
+    /// instead (else: `NoTemplate`).
     Restore { ck: String, files_only: bool },
+    /// Second part of `Checkpoint`/`Restore`: the new root (no descriptor: the daemon
+    /// could not build it, abandon the operation).
+    Mount,
     /// Kill the template of `ck` (its checkpoint was removed).
     DropTemplate { ck: String },
     /// Processes other than init, the shell and the templates.

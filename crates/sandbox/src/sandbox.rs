@@ -226,15 +226,56 @@ impl Sandbox {
         fd: Option<OwnedFd>,
         during: &'static str,
     ) -> Result<Done, SandboxError> {
-        let data = serde_json::to_vec(&req).expect("requests serialize");
+        self.send_ctl(&req, fd, during)?;
+        self.await_reply(during)
+    }
+
+    /// A two-part request (checkpoint, restore): init starts on the processes while we
+    /// build the new root's overlay mount, then gets the mount (none if building failed).
+    fn call_with_mount(
+        &mut self,
+        req: Request,
+        layers: &[String],
+        base: &std::path::Path,
+        upper: &str,
+        during: &'static str,
+    ) -> Result<Done, SandboxError> {
+        self.send_ctl(&req, None, during)?;
+        let (fd, failed) = match self.mount_for(layers, base, upper) {
+            Ok(m) => (Some(m), None),
+            Err(e) => (None, Some(e)),
+        };
+        let reply = self
+            .send_ctl(&Request::Mount, fd, during)
+            .and_then(|_| self.await_reply(during));
+        match failed {
+            Some(e) => Err(e),
+            None => reply,
+        }
+    }
+
+    fn send_ctl(
+        &self,
+        req: &Request,
+        fd: Option<OwnedFd>,
+        during: &'static str,
+    ) -> Result<(), SandboxError> {
+        let data = serde_json::to_vec(req).expect("requests serialize");
         let fds: Vec<i32> = fd.iter().map(|f| f.as_raw_fd()).collect();
+        fdpass::send(self.ctl.as_raw_fd(), &data, &fds).map_err(|e| SandboxError::Init {
+            id: self.id.clone(),
+            during,
+            detail: e.to_string(),
+        })
+    }
+
+    fn await_reply(&mut self, during: &'static str) -> Result<Done, SandboxError> {
         let id = self.id.clone();
         let init_err = move |detail: String| SandboxError::Init {
             id: id.clone(),
             during,
             detail,
         };
-        fdpass::send(self.ctl.as_raw_fd(), &data, &fds).map_err(|e| init_err(e.to_string()))?;
         loop {
             let reply = self.recv_ctl(Duration::from_secs(30)).map_err(&init_err)?;
             match reply {
@@ -499,15 +540,13 @@ impl Sandbox {
         let new_upper = self.store.new_layer()?;
         let mut frozen = vec![rec.upper.clone()];
         frozen.extend(rec.layers.iter().cloned());
-        let switched = self
-            .mount_for(&frozen, &rec.base, &new_upper)
-            .and_then(|mnt| {
-                self.call(
-                    Request::Checkpoint { ck: ck_id.clone() },
-                    Some(mnt),
-                    "checkpointing",
-                )
-            });
+        let switched = self.call_with_mount(
+            Request::Checkpoint { ck: ck_id.clone() },
+            &frozen,
+            &rec.base,
+            &new_upper,
+            "checkpointing",
+        );
         match switched {
             Err(e) => {
                 self.store.discard_layer(&new_upper);
@@ -554,18 +593,16 @@ impl Sandbox {
         files_only: bool,
     ) -> Result<SandboxRecord, SandboxError> {
         let new_upper = self.store.new_layer()?;
-        let restored = self
-            .mount_for(&ck.layers, &ck.base, &new_upper)
-            .and_then(|mnt| {
-                self.call(
-                    Request::Restore {
-                        ck: ck.id.clone(),
-                        files_only,
-                    },
-                    Some(mnt),
-                    "restoring",
-                )
-            });
+        let restored = self.call_with_mount(
+            Request::Restore {
+                ck: ck.id.clone(),
+                files_only,
+            },
+            &ck.layers,
+            &ck.base,
+            &new_upper,
+            "restoring",
+        );
         let done = match restored {
             Ok(d) => d,
             Err(e) => {
