@@ -193,12 +193,15 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
                         s.base
                     );
                 }
+                let health: api::Health = client.call("GET", "/v1/health", none).await?;
                 println!(
-                    "{} sandbox(es), {} checkpoint(s), {} layer(s) using {}",
+                    "{} sandbox(es), {} checkpoint(s), {} layer(s) using {}; process templates hold {} private ({} rss, shared)",
                     usage.sandboxes,
                     usage.checkpoints,
                     usage.layers,
-                    mb(usage.bytes)
+                    mb(usage.bytes),
+                    mb(health.template_memory.private),
+                    mb(health.template_memory.rss)
                 );
             }
         }
