@@ -6,6 +6,12 @@ need=()
 command -v mkfs.xfs >/dev/null || need+=(xfsprogs)
 command -v python3 >/dev/null || need+=(python3)
 command -v mount >/dev/null || need+=(mount)
+command -v git >/dev/null || need+=(git)
+# The bench's workload builder: a virtualenv, and pip to fetch Django from PyPI.
+python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
+python3 -m pip --version >/dev/null 2>&1 || need+=(python3-pip)
+# --shell python sessions run the base's /usr/bin/python3.
+[ -x /usr/bin/python3 ] || need+=(python3)
 if [ ${#need[@]} -gt 0 ]; then
   echo "deltabox setup: installing ${need[*]}" >&2
   export DEBIAN_FRONTEND=noninteractive

@@ -89,7 +89,8 @@ pub struct Checkpoint {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RestoreRequest {
     pub checkpoint: String,
-    /// Restore the files alone (fresh shell) when the checkpoint has no process template.
+    /// Restore the files alone and start a fresh shell (needed when the checkpoint's
+    /// process template is gone, e.g. after a daemon restart).
     #[serde(default)]
     pub files_only: bool,
 }

@@ -4,7 +4,7 @@
 //! container's upper layer). Neither keeps process state.
 
 use crate::workload::Workload;
-use crate::{ms, summarize, BenchError, Options, Result, Summary};
+use crate::{ms, BenchError, Options, Result, Series};
 use serde::Serialize;
 use std::path::Path;
 use std::process::Command;
@@ -13,9 +13,11 @@ use std::time::Instant;
 #[derive(Debug, Clone, Serialize)]
 pub struct Baseline {
     pub name: String,
-    pub checkpoint_ms: Option<Summary>,
-    pub restore_ms: Option<Summary>,
-    /// What it does and does not capture.
+    pub checkpoint: Option<Series>,
+    pub restore: Option<Series>,
+    /// It keeps no process state: a restore must also replay the REPL's setup.
+    pub needs_replay: bool,
+    /// What it does and does not capture, or why it could not run.
     pub note: String,
 }
 
@@ -115,15 +117,38 @@ fn run_in(opts: &Options, wl: &Workload, work: &Path) -> Result<Vec<Baseline>> {
     Ok(vec![
         Baseline {
             name: "copytree (cp -a)".into(),
-            checkpoint_ms: summarize(&ck),
-            restore_ms: summarize(&rs),
-            note: "files only; the REPL's heap and the shell's state are lost".into(),
+            checkpoint: Series::new(ck),
+            restore: Series::new(rs),
+            needs_replay: true,
+            note: "files only: restoring also replays the REPL (import Django, rebuild the heap)".into(),
         },
         Baseline {
-            name: "docker-commit-like tar of changed files".into(),
-            checkpoint_ms: summarize(&tar_ms),
-            restore_ms: None,
-            note: "files only; the scan for changed files walks the whole tree; restore means a new container from the image".into(),
+            name: "docker-commit-like tar".into(),
+            checkpoint: Series::new(tar_ms),
+            restore: None,
+            needs_replay: true,
+            note: "tar of the files a step changed (found by walking the tree, as a diff of the container's layer); no in-place restore: a new container from the image, so it is left out of the search replay".into(),
         },
+        criu(),
     ])
+}
+
+/// CRIU dump/restore of the REPL, when a working CRIU is installed.
+fn criu() -> Baseline {
+    let bin = std::env::var("DELTABOX_CRIU").unwrap_or_else(|_| "criu".into());
+    let why = match Command::new(&bin).arg("check").output() {
+        Err(e) => format!("unavailable: `{bin}` cannot run ({e}); Debian 12's CRIU 3.17 fails on this kernel (vDSO) and CRIU 4.1 (Debian trixie) has to be installed from a private directory, which this bench does not do yet; set DELTABOX_CRIU to a working criu to include it"),
+        Ok(o) if !o.status.success() => format!(
+            "unavailable: `{bin} check` failed: {}",
+            String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or("")
+        ),
+        Ok(_) => format!("`{bin} check` passes, but dumping the sandboxed REPL with CRIU is not wired into the bench yet"),
+    };
+    Baseline {
+        name: "CRIU dump/restore".into(),
+        checkpoint: None,
+        restore: None,
+        needs_replay: false,
+        note: why,
+    }
 }

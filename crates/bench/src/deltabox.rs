@@ -1,9 +1,10 @@
 //! DeltaBox on the workload: a Python REPL sandbox that imported Django and holds at
-//! least 60 MB; agent-like steps (edit a source file, create and delete files, grow the
-//! heap) between checkpoints; restores to random checkpoints, each verified.
+//! least 60 MB; agent-like steps between checkpoints (edit a source file, create and
+//! delete files, grow the heap, every few steps run a slice of Django's tests or
+//! pip-install a package); every restore is verified against the checkpoint.
 
 use crate::workload::Workload;
-use crate::{ms, summarize, BenchError, Options, Result, Summary};
+use crate::{ms, BenchError, Options, Result, Series};
 use deltabox_sandbox::{
     storefs, CreateOptions, ExecOptions, Manager, Paths, ShellKind, TemplateInfo,
 };
@@ -12,23 +13,40 @@ use serde::Serialize;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// Think time before a rollback. Agents wait seconds for their LLM between steps; 50 ms
+/// is far below that and enough for init to prepare a spare copy when idle.
+pub const THINK_MS: u64 = 50;
+
+/// The slice of Django's own test suite the steps and the data-path check run.
+pub const TEST_SLICE: &str = "utils_tests";
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Figures {
     /// RSS of the REPL when the measurements start.
     pub repl_rss_bytes: u64,
     /// Back to back: an agent step, then a checkpoint.
-    pub checkpoint_ms: Summary,
+    pub checkpoint: Series,
     /// Back to back: restores to checkpoints picked at random from the whole tree.
-    pub restore_ms: Summary,
+    pub restore: Series,
     /// An agent's rollback: step, checkpoint, a bad step, think for `think_ms`, then
     /// restore that checkpoint.
-    pub rollback_ms: Summary,
+    pub rollback: Series,
     pub think_ms: u64,
-    pub diff_ms: Summary,
-    /// The first checkpoint's template right after it was taken ...
+    pub diff: Series,
+    /// Removing one checkpoint, then a GC pass.
+    pub gc: Series,
+    /// Restore of the files alone onto a fresh overlay mount, with a fresh REPL: the
+    /// "overlayfs remount without process state" baseline (add `replay`).
+    pub files_only_restore: Series,
+    /// Bringing a fresh REPL back to the workload's state (import Django, rebuild the
+    /// heap): what every baseline without process state pays on top of its restore.
+    pub replay: Series,
     pub template_after_checkpoint: Memory,
-    /// ... and after the live REPL rewrote 10 MB of the heap it shares with it.
     pub template_after_dirty_10mb: Memory,
+    pub storage: Storage,
+    pub data_path: DataPath,
+    /// The operations of a replayed tree search, as DeltaBox ran them.
+    pub search: SearchRun,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -36,6 +54,33 @@ pub struct Memory {
     pub rss: u64,
     pub pss: u64,
     pub private: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Storage {
+    pub checkpoints: usize,
+    /// Bytes the steps wrote (appended, created): what changed.
+    pub bytes_changed: u64,
+    /// Bytes the layer store grew by for those checkpoints (copy-up copies whole files).
+    pub bytes_used: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DataPath {
+    pub test_slice: String,
+    pub sandbox: Series,
+    pub host: Series,
+    /// Median in the sandbox / median on the host (goal: <= 1.05).
+    pub ratio: f64,
+}
+
+/// A replayed search: which operation came when, and what DeltaBox paid for each.
+#[derive(Debug, Clone, Serialize)]
+pub struct SearchRun {
+    pub expansions: usize,
+    pub rollbacks: usize,
+    pub checkpoint_ms: Vec<f64>,
+    pub rollback_ms: Vec<f64>,
 }
 
 fn step_err(what: &str) -> impl Fn(String) -> BenchError + '_ {
@@ -52,7 +97,7 @@ fn py(m: &Manager, sb: &str, src: &str) -> Result<String> {
         return Err(BenchError::Step {
             what: format!(
                 "python in the sandbox: {}",
-                src.lines().next().unwrap_or("")
+                src.trim().lines().next().unwrap_or("")
             ),
             why: String::from_utf8_lossy(&out.stderr).into_owned(),
         });
@@ -60,15 +105,13 @@ fn py(m: &Manager, sb: &str, src: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-/// Think time before a rollback. Agents wait seconds for their LLM between steps; 50 ms
-/// is far below that and enough for init to prepare a spare copy when idle.
-const THINK_MS: u64 = 50;
-
 fn setup_code(wl: &Workload) -> String {
     format!(
         r#"
-import array, os, random, sys
+import array, os, random, subprocess, sys, time
 REPO = {repo:?}
+VENV_PY = {vpy:?}
+WHEELS = {wheels:?}
 sys.path[:0] = [REPO, {site:?}]
 os.chdir(REPO)
 import django
@@ -89,27 +132,62 @@ def rss():
 pad = []
 while rss() < 64 << 20:
     pad.append(array.array('d', (random.random() for _ in range(1 << 16))))
+def run_tests():
+    r = subprocess.run([VENV_PY, 'runtests.py', '--parallel', '1', '-v', '0', {slice:?}],
+                       cwd=os.path.join(REPO, 'tests'), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+def pip(*args):
+    r = subprocess.run([VENV_PY, '-m', 'pip', '-q', *args], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
 "#,
         repo = wl.repo.display().to_string(),
         site = wl.site.display().to_string(),
+        vpy = wl.python.display().to_string(),
+        wheels = wl.wheels.display().to_string(),
+        slice = TEST_SLICE,
     )
 }
 
-/// One agent-like step; the REPL then holds `len(corpus)` entries.
+/// Bytes one step writes (an appended line and a created file).
+const STEP_BYTES: u64 = 10_000 + 20;
+
+/// One agent-like step (edit, create, delete, grow the heap).
 fn step_code(i: usize) -> String {
+    step_with(i, "")
+}
+
+/// The steps between the measured checkpoints: every 10th also runs Django's test
+/// slice, and every 10th (offset by 5) pip-installs or uninstalls a package.
+fn agent_step(i: usize) -> String {
+    let extra = match i % 10 {
+        0 => "run_tests()\n",
+        5 if (i / 10).is_multiple_of(2) => {
+            "pip('install', '--no-index', '--find-links', WHEELS, 'six')\n"
+        }
+        5 => "pip('uninstall', '-y', 'six')\n",
+        _ => "",
+    };
+    step_with(i, extra)
+}
+
+fn step_with(i: usize, extra: &str) -> String {
     format!(
         r#"
 with open(os.path.join(REPO, 'django/utils/text.py'), 'a') as f:
-    f.write('\n# agent edit {i}\n')
+    f.write('\n# agent edit {i:>8}\n')
 with open('/tmp/agent-{i}.txt', 'w') as f:
     f.write('x' * 10000)
 if os.path.exists('/tmp/agent-{prev}.txt'):
     os.remove('/tmp/agent-{prev}.txt')
 corpus['note-{i}'] = 'y' * 4096
-"#,
+{extra}"#,
         prev = i.wrapping_sub(1)
     )
 }
+
+/// The last agent edit in the tree and the REPL's corpus size: what a restore must match.
+const PROBE: &str =
+    "print(len(corpus), open(os.path.join(REPO, 'django/utils/text.py')).read().rsplit('\\n', 2)[-2].split()[-1])";
 
 fn memory(m: &Manager, sb: &str, ck: &str) -> Result<Memory> {
     let node = m
@@ -117,9 +195,8 @@ fn memory(m: &Manager, sb: &str, ck: &str) -> Result<Memory> {
         .into_iter()
         .find(|n| n.id == ck)
         .and_then(|n| n.template)
-        .ok_or_else(|| BenchError::Step {
-            what: "template memory".into(),
-            why: format!("checkpoint {ck} has no live template"),
+        .ok_or_else(|| {
+            step_err("template memory")(format!("checkpoint {ck} has no live template"))
         })?;
     let TemplateInfo { memory: c, .. } = node;
     Ok(Memory {
@@ -140,6 +217,7 @@ pub fn measure(opts: &Options, wl: &Workload) -> Result<Figures> {
     for old in m.list() {
         let _ = m.remove(&old.id);
     }
+    let _ = m.gc();
     let sb = m
         .create(CreateOptions {
             shell: ShellKind::Python,
@@ -153,9 +231,14 @@ pub fn measure(opts: &Options, wl: &Workload) -> Result<Figures> {
     r
 }
 
+fn series(v: Vec<f64>, what: &str) -> Result<Series> {
+    Series::new(v).ok_or_else(|| step_err(what)("no samples (reps must be >= 2)".into()))
+}
+
 fn run_on(opts: &Options, wl: &Workload, m: &Arc<Manager>, sb: &str) -> Result<Figures> {
     (opts.progress)("deltabox: starting a Python REPL that imports Django (>= 60 MB)");
-    py(m, sb, &setup_code(wl))?;
+    let setup = setup_code(wl);
+    py(m, sb, &setup)?;
     let repl_rss_bytes: u64 = py(m, sb, "rss()")?
         .parse()
         .map_err(|e| step_err("REPL rss")(format!("{e}")))?;
@@ -173,16 +256,26 @@ fn run_on(opts: &Options, wl: &Workload, m: &Arc<Manager>, sb: &str) -> Result<F
     )?;
     let template_after_dirty_10mb = memory(m, sb, &first)?;
 
-    (opts.progress)(&format!("deltabox: {} checkpoints", opts.reps));
+    (opts.progress)(&format!(
+        "deltabox: {} agent steps, each followed by a checkpoint",
+        opts.reps
+    ));
+    let used_before = m.usage().bytes;
     let mut cks = Vec::new();
     let mut ck_ms = Vec::new();
     for i in 0..opts.reps {
-        py(m, sb, &step_code(i))?;
+        py(m, sb, &agent_step(i))?;
         let t = Instant::now();
         let ck = m.checkpoint(sb, None)?;
         ck_ms.push(ms(t));
-        cks.push((ck.id, base_len + i + 1, i));
+        cks.push((ck.id, format!("{} {i}", base_len + i + 1)));
     }
+    // Layers are written by then; squash may have merged some (which only saves space).
+    let storage = Storage {
+        checkpoints: opts.reps,
+        bytes_changed: STEP_BYTES * opts.reps as u64,
+        bytes_used: m.usage().bytes.saturating_sub(used_before),
+    };
     let mut diff_ms = Vec::new();
     for w in cks.windows(2) {
         let t = Instant::now();
@@ -202,59 +295,163 @@ fn run_on(opts: &Options, wl: &Workload, m: &Arc<Manager>, sb: &str) -> Result<F
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let mut restore_ms = Vec::new();
     for _ in 0..opts.reps {
-        let (ck, want_len, i) = &cks[rng.gen_range(0..cks.len())];
+        let (ck, want) = &cks[rng.gen_range(0..cks.len())];
         let t = Instant::now();
         m.restore(sb, ck, false)?;
         restore_ms.push(ms(t));
-        // Untimed: the restore really is the checkpoint (heap and files).
-        let got = py(
-            m,
-            sb,
-            "print(len(corpus), open(os.path.join(REPO, 'django/utils/text.py')).read().rsplit('\\n', 2)[-2])",
-        )?;
-        let want = format!("{want_len} # agent edit {i}");
-        if got != want {
+        let got = py(m, sb, PROBE)?;
+        if &got != want {
             return Err(step_err("verify restore")(format!(
                 "after restoring {ck}: got {got:?}, want {want:?}"
             )));
         }
     }
+
     (opts.progress)(&format!(
-        "deltabox: {} rollbacks after {} ms of think time",
-        opts.reps, THINK_MS
+        "deltabox: {} rollbacks after {THINK_MS} ms of think time",
+        opts.reps
     ));
     let mut rollback_ms = Vec::new();
     for i in 0..opts.reps {
-        let n = 100_000 + i;
+        let n = 100_000 + 2 * i;
         py(m, sb, &step_code(n))?;
         let ck = m.checkpoint(sb, None)?.id;
+        let want = py(m, sb, PROBE)?;
         py(m, sb, &step_code(n + 1))?;
         std::thread::sleep(std::time::Duration::from_millis(THINK_MS));
         let t = Instant::now();
         m.restore(sb, &ck, false)?;
         rollback_ms.push(ms(t));
-        let got = py(
-            m,
-            sb,
-            "open(os.path.join(REPO, 'django/utils/text.py')).read().rsplit('\\n', 2)[-2]",
-        )?;
-        if got != format!("'# agent edit {n}'") {
+        let got = py(m, sb, PROBE)?;
+        if got != want {
             return Err(step_err("verify rollback")(format!(
-                "after rolling back to {ck}: {got}"
+                "after rolling back to {ck}: {got} != {want}"
             )));
         }
     }
-    let sum = |v: &[f64], what: &str| {
-        summarize(v).ok_or_else(|| step_err(what)("no samples (reps must be >= 2)".into()))
-    };
+
+    let search = replay_search(opts, m, sb, &cks)?;
+
+    (opts.progress)("deltabox: files-only restores (overlay remount, fresh REPL) and REPL replays");
+    let mut files_only = Vec::new();
+    let mut replay = Vec::new();
+    for k in 0..opts.baseline_reps.max(3) {
+        let (ck, want) = &cks[(k * 7) % cks.len()];
+        let t = Instant::now();
+        m.restore(sb, ck, true)?;
+        files_only.push(ms(t));
+        let t = Instant::now();
+        py(m, sb, &setup)?;
+        replay.push(ms(t));
+        let edit = py(m, sb, PROBE)?;
+        if edit.split_whitespace().last() != want.split_whitespace().last() {
+            return Err(step_err("verify files-only restore")(format!(
+                "{edit} vs {want}"
+            )));
+        }
+    }
+
+    (opts.progress)("deltabox: data path — Django's test slice in the sandbox and on the host");
+    let data_path = data_path(opts, wl, m, sb)?;
+
+    (opts.progress)(&format!(
+        "deltabox: {} checkpoint removals + gc",
+        opts.reps.min(cks.len())
+    ));
+    let mut gc_ms = Vec::new();
+    for (ck, _) in cks.iter().take(opts.reps) {
+        m.remove_checkpoint(ck)?;
+        let t = Instant::now();
+        m.gc()?;
+        gc_ms.push(ms(t));
+    }
+
     Ok(Figures {
         repl_rss_bytes,
-        checkpoint_ms: sum(&ck_ms, "checkpoint")?,
-        restore_ms: sum(&restore_ms, "restore")?,
-        rollback_ms: sum(&rollback_ms, "rollback")?,
+        checkpoint: series(ck_ms, "checkpoint")?,
+        restore: series(restore_ms, "restore")?,
+        rollback: series(rollback_ms, "rollback")?,
         think_ms: THINK_MS,
-        diff_ms: sum(&diff_ms, "diff")?,
+        diff: series(diff_ms, "diff")?,
+        gc: series(gc_ms, "gc")?,
+        files_only_restore: series(files_only, "files-only restore")?,
+        replay: series(replay, "replay")?,
         template_after_checkpoint,
         template_after_dirty_10mb,
+        storage,
+        data_path,
+        search,
+    })
+}
+
+/// A best-first-like search replayed for real: each expansion continues from the
+/// current node or, half the time, from a random earlier one (a rollback), runs an
+/// agent step and checkpoints the result.
+fn replay_search(
+    opts: &Options,
+    m: &Arc<Manager>,
+    sb: &str,
+    start: &[(String, String)],
+) -> Result<SearchRun> {
+    let (want_expansions, want_rollbacks) = (100, 40);
+    (opts.progress)(&format!(
+        "deltabox: replaying a tree search (>= {want_expansions} expansions, >= {want_rollbacks} rollbacks)"
+    ));
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let mut nodes: Vec<String> = start.iter().take(1).map(|(c, _)| c.clone()).collect();
+    let mut current = nodes[0].clone();
+    m.restore(sb, &current, false)?;
+    let mut run = SearchRun {
+        expansions: 0,
+        rollbacks: 0,
+        checkpoint_ms: Vec::new(),
+        rollback_ms: Vec::new(),
+    };
+    while run.expansions < want_expansions || run.rollbacks < want_rollbacks {
+        if rng.gen_bool(0.5) {
+            let pick = nodes[rng.gen_range(0..nodes.len())].clone();
+            if pick != current {
+                let t = Instant::now();
+                m.restore(sb, &pick, false)?;
+                run.rollback_ms.push(ms(t));
+                run.rollbacks += 1;
+            }
+        }
+        py(m, sb, &step_code(200_000 + run.expansions))?;
+        let t = Instant::now();
+        current = m.checkpoint(sb, None)?.id;
+        run.checkpoint_ms.push(ms(t));
+        nodes.push(current.clone());
+        run.expansions += 1;
+    }
+    Ok(run)
+}
+
+fn data_path(opts: &Options, wl: &Workload, m: &Arc<Manager>, sb: &str) -> Result<DataPath> {
+    let reps = if opts.quick { 3 } else { 10 };
+    let (mut inside, mut host) = (Vec::new(), Vec::new());
+    for _ in 0..reps {
+        let t = Instant::now();
+        py(m, sb, "run_tests()")?;
+        inside.push(ms(t));
+        let t = Instant::now();
+        let st = std::process::Command::new(&wl.python)
+            .args(["runtests.py", "--parallel", "1", "-v", "0", TEST_SLICE])
+            .current_dir(wl.repo.join("tests"))
+            .output()
+            .map_err(|e| step_err("host test slice")(e.to_string()))?;
+        host.push(ms(t));
+        if !st.status.success() {
+            return Err(step_err("host test slice")(
+                String::from_utf8_lossy(&st.stderr).into_owned(),
+            ));
+        }
+    }
+    let (sandbox, host) = (series(inside, "data path")?, series(host, "data path")?);
+    Ok(DataPath {
+        test_slice: TEST_SLICE.into(),
+        ratio: sandbox.median() / host.median(),
+        sandbox,
+        host,
     })
 }

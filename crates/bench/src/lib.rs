@@ -3,20 +3,24 @@
 //! it), so that the ratios hold on a noisy machine.
 //!
 //! * [`workload`]: builds (once) and describes the workload.
-//! * [`deltabox`]: checkpoint / restore / diff latencies and template memory, in-process
-//!   against a private layer store.
+//! * [`deltabox`]: checkpoint / restore / diff / gc latencies, template memory, storage,
+//!   data-path overhead and a replayed tree search, in-process on a private store.
 //! * [`baselines`]: what users do today (copytree, a docker-commit-like tar of the
-//!   changed files) on the same tree.
+//!   changed files, CRIU when available) on the same tree.
+//! * [`search`]: the tree-search overhead of each system against an LLM latency model.
+//! * [`report`]: `--report DIR`: markdown and PNG latency CDFs.
 
 pub mod baselines;
 pub mod deltabox;
+pub mod report;
+pub mod search;
 pub mod stats;
 pub mod workload;
 
 use serde::Serialize;
 use std::path::PathBuf;
 
-pub use stats::{summarize, Summary};
+pub use stats::{summarize, Series, Summary};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
@@ -41,6 +45,8 @@ pub struct Options {
     pub dir: PathBuf,
     /// The `deltabox` binary (sandboxes run its `__init`).
     pub init_exe: PathBuf,
+    /// LLM latency model for the search overhead: uniform in [min, max] seconds.
+    pub llm_s: (f64, f64),
     /// Called with a line of progress now and then.
     pub progress: Box<dyn Fn(&str) + Send + Sync>,
 }
@@ -50,9 +56,10 @@ impl Options {
         Options {
             quick,
             reps: if quick { 20 } else { 100 },
-            baseline_reps: if quick { 2 } else { 10 },
+            baseline_reps: if quick { 1 } else { 50 },
             dir,
             init_exe,
+            llm_s: (1.0, 20.0),
             progress: Box::new(|_| {}),
         }
     }
@@ -60,9 +67,12 @@ impl Options {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    pub quick: bool,
     pub workload: workload::Workload,
     pub deltabox: deltabox::Figures,
     pub baselines: Vec<baselines::Baseline>,
+    pub search: Vec<search::Row>,
+    pub llm_s: (f64, f64),
 }
 
 pub fn run(opts: &Options) -> Result<Report> {
@@ -75,12 +85,29 @@ pub fn run(opts: &Options) -> Result<Report> {
         wl.repo.display()
     ));
     let figures = deltabox::measure(opts, &wl)?;
-    let baselines = baselines::measure(opts, &wl)?;
+    let mut baselines = baselines::measure(opts, &wl)?;
+    baselines.insert(0, overlay_remount(&figures));
+    let search = search::overheads(&figures, &baselines, opts.llm_s);
     Ok(Report {
+        quick: opts.quick,
         workload: wl,
         deltabox: figures,
         baselines,
+        search,
+        llm_s: opts.llm_s,
     })
+}
+
+/// The overlayfs-remount baseline is DeltaBox without its process templates: the same
+/// checkpoint, a files-only restore (fresh REPL) plus the replay of the REPL.
+fn overlay_remount(d: &deltabox::Figures) -> baselines::Baseline {
+    baselines::Baseline {
+        name: "overlayfs remount, no process state".into(),
+        checkpoint: Some(d.checkpoint.clone()),
+        restore: Some(d.files_only_restore.clone()),
+        needs_replay: true,
+        note: "DeltaBox's files-only restore (new overlay mount, fresh REPL); restoring also replays the REPL".into(),
+    }
 }
 
 /// Milliseconds since `t`.

@@ -34,6 +34,26 @@ pub fn summarize(samples: &[f64]) -> Option<Summary> {
     })
 }
 
+/// Samples of one operation and their summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct Series {
+    pub summary: Summary,
+    pub samples: Vec<f64>,
+}
+
+impl Series {
+    pub fn new(samples: Vec<f64>) -> Option<Series> {
+        Some(Series {
+            summary: summarize(&samples)?,
+            samples,
+        })
+    }
+
+    pub fn median(&self) -> f64 {
+        self.summary.p50
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

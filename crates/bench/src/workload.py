@@ -29,10 +29,35 @@ def size(path):
     return files, total
 
 
+FORMAT = 2
+
+
+def extras(info):
+    """Format 2: a small wheel for the agent's `pip install` steps (installed offline
+    inside the sandbox), and matplotlib in the venv for the report's plots."""
+    wheels = os.path.join(DEST, "downloads", "wheels")
+    os.makedirs(wheels, exist_ok=True)
+    if not any(n.startswith("six-") for n in os.listdir(wheels)):
+        run(sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary", ":all:",
+            "six", "-d", wheels)
+    py = info["python"]
+    if subprocess.run([py, "-c", "import matplotlib"], capture_output=True).returncode != 0:
+        print("workload: installing matplotlib (report plots)", file=sys.stderr, flush=True)
+        run(py, "-m", "pip", "install", "-q", "--only-binary", ":all:", "matplotlib")
+    info["wheels"] = wheels
+    info["format"] = FORMAT
+    return info
+
+
 def main():
     ready = os.path.join(DEST, "READY.json")
     if os.path.exists(ready):
-        print(open(ready).read())
+        info = json.load(open(ready))
+        if info.get("format") != FORMAT:
+            info = extras(info)
+            with open(ready, "w") as f:
+                json.dump(info, f)
+        print(json.dumps(info))
         return
     dl = os.path.join(DEST, "downloads")
     repo = os.path.join(DEST, "django")
@@ -80,8 +105,8 @@ def main():
     files, total = size(repo)
     if total < MIN_BYTES or files < MIN_FILES:
         sys.exit(f"workload too small: {files} files, {total} bytes")
-    info = {"repo": repo, "python": py, "site": site, "files": files, "bytes": total,
-            "versions": VERSIONS}
+    info = extras({"repo": repo, "python": py, "site": site, "files": files, "bytes": total,
+                   "versions": VERSIONS})
     with open(ready, "w") as f:
         json.dump(info, f)
     print(json.dumps(info))

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const BUILDER: &str = include_str!("workload.py");
+/// What `workload.py` builds now (older builds are upgraded in place).
+const FORMAT: u32 = 2;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Workload {
@@ -14,6 +16,11 @@ pub struct Workload {
     pub repo: PathBuf,
     /// The virtualenv's site-packages (Django's test requirements).
     pub site: PathBuf,
+    /// The virtualenv's python (runs Django's tests, and the report's plots).
+    pub python: PathBuf,
+    /// Local wheels the agent's `pip install` steps use (sandboxes have no network).
+    pub wheels: PathBuf,
+    pub format: u32,
     pub files: u64,
     pub bytes: u64,
     pub versions: Vec<String>,
@@ -24,7 +31,11 @@ pub fn ensure(dir: &Path) -> Result<Workload> {
     let wdir = dir.join("workload");
     std::fs::create_dir_all(&wdir).map_err(|e| err(format!("create {}: {e}", wdir.display())))?;
     let ready = wdir.join("READY.json");
-    if !ready.exists() {
+    let current = std::fs::read_to_string(&ready)
+        .ok()
+        .and_then(|t| serde_json::from_str::<Workload>(&t).ok())
+        .is_some_and(|w| w.format == FORMAT);
+    if !current {
         let script = dir.join("workload.py");
         std::fs::write(&script, BUILDER).map_err(|e| err(format!("write builder: {e}")))?;
         let st = Command::new("python3")

@@ -71,8 +71,8 @@ enum Cmd {
     Restore {
         sandbox: String,
         checkpoint: String,
-        /// If the checkpoint has no process template (daemon restarted), restore its
-        /// files and start a fresh shell.
+        /// Restore the files alone and start a fresh shell (the way to restore a
+        /// checkpoint whose process template is gone, e.g. after a daemon restart).
         #[arg(long)]
         files_only: bool,
     },
@@ -104,9 +104,20 @@ enum Cmd {
         /// Repetitions of each DeltaBox operation (default 100, 20 with --quick).
         #[arg(long)]
         reps: Option<usize>,
+        /// Repetitions of each slow baseline operation (default 50, 1 with --quick).
+        #[arg(long)]
+        baseline_reps: Option<usize>,
         /// Where the workload and the bench's store live.
         #[arg(long, default_value = "/var/tmp/deltabox-bench")]
         dir: PathBuf,
+        /// Also write DIR/report.md, report.json and PNG latency CDFs.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// LLM latency model of the search overhead: uniform in [min, max] seconds.
+        #[arg(long, default_value_t = 1.0)]
+        llm_min: f64,
+        #[arg(long, default_value_t = 20.0)]
+        llm_max: f64,
     },
     #[command(name = "__init", hide = true)]
     Init { config: String },
@@ -136,8 +147,26 @@ fn run(cli: Cli) -> Result<i32> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    if let Cmd::Bench { quick, reps, dir } = &cli.cmd {
-        return output::bench(*quick, *reps, dir.clone(), cli.json);
+    if let Cmd::Bench {
+        quick,
+        reps,
+        baseline_reps,
+        dir,
+        report,
+        llm_min,
+        llm_max,
+    } = &cli.cmd
+    {
+        let args = output::BenchArgs {
+            quick: *quick,
+            reps: *reps,
+            baseline_reps: *baseline_reps,
+            dir: dir.clone(),
+            report: report.clone(),
+            llm_min: *llm_min,
+            llm_max: *llm_max,
+        };
+        return output::bench(args, cli.json);
     }
     if let Cmd::Daemon = cli.cmd {
         tracing_subscriber::fmt()

@@ -288,81 +288,47 @@ fn print_tree(sandbox: &str, nodes: &[api::TreeNode]) {
 }
 
 /// `deltabox bench`: progress on stderr, the table (or JSON) on stdout.
-pub fn bench(quick: bool, reps: Option<usize>, dir: std::path::PathBuf, json: bool) -> Result<i32> {
+pub fn bench(args: BenchArgs, json: bool) -> Result<i32> {
     let exe = std::env::current_exe()?;
-    let mut opts = deltabox_bench::Options::new(quick, dir, exe);
-    if let Some(r) = reps {
+    let mut opts = deltabox_bench::Options::new(args.quick, args.dir, exe);
+    if let Some(r) = args.reps {
         opts.reps = r.max(2);
     }
+    if let Some(r) = args.baseline_reps {
+        opts.baseline_reps = r.max(1);
+    }
+    if args.llm_min <= 0.0 || args.llm_max < args.llm_min {
+        bail!(
+            "bad LLM latency model: --llm-min {} --llm-max {} (need 0 < min <= max, in seconds)",
+            args.llm_min,
+            args.llm_max
+        );
+    }
+    opts.llm_s = (args.llm_min, args.llm_max);
     let start = std::time::Instant::now();
     opts.progress = Box::new(move |msg| {
         eprintln!("[{:>6.1}s] {msg}", start.elapsed().as_secs_f64());
     });
     let r = deltabox_bench::run(&opts)?;
+    if let Some(dir) = &args.report {
+        deltabox_bench::report::write(&r, dir)?;
+        eprintln!("report: {}", dir.join("report.md").display());
+    }
     if json {
         print_json(&r);
-        return Ok(0);
-    }
-    let w = &r.workload;
-    println!(
-        "workload: Django {} as a git checkout + venv: {} files, {:.0} MB; REPL {:.0} MB RSS",
-        w.versions.join(", "),
-        w.files,
-        w.bytes as f64 / 1e6,
-        r.deltabox.repl_rss_bytes as f64 / 1e6
-    );
-    println!();
-    println!(
-        "{:<52} {:>5} {:>10} {:>10} {:>10}",
-        "operation (ms)", "n", "p50", "p90", "p99"
-    );
-    let row = |name: &str, s: &Option<deltabox_bench::Summary>| match s {
-        Some(s) => println!(
-            "{:<52} {:>5} {:>10.2} {:>10.2} {:>10.2}",
-            name, s.n, s.p50, s.p90, s.p99
-        ),
-        None => println!("{name:<52} {:>5} {:>10}", "-", "n/a"),
-    };
-    let d = &r.deltabox;
-    row(
-        "deltabox checkpoint (files + REPL)",
-        &Some(d.checkpoint_ms.clone()),
-    );
-    row(
-        "deltabox restore, random node, back to back",
-        &Some(d.restore_ms.clone()),
-    );
-    row(
-        &format!("deltabox rollback after {} ms think", d.think_ms),
-        &Some(d.rollback_ms.clone()),
-    );
-    row(
-        "deltabox diff (consecutive checkpoints)",
-        &Some(d.diff_ms.clone()),
-    );
-    for b in &r.baselines {
-        row(&format!("{} checkpoint", b.name), &b.checkpoint_ms);
-        row(&format!("{} restore", b.name), &b.restore_ms);
-    }
-    println!();
-    let mem = |m: &deltabox_bench::deltabox::Memory| {
-        format!(
-            "rss {}, pss {}, private {}",
-            mb(m.rss),
-            mb(m.pss),
-            mb(m.private)
-        )
-    };
-    println!(
-        "template memory right after checkpoint:     {}",
-        mem(&d.template_after_checkpoint)
-    );
-    println!(
-        "template memory after the REPL dirtied 10 MB: {}",
-        mem(&d.template_after_dirty_10mb)
-    );
-    for b in &r.baselines {
-        println!("note: {}: {}", b.name, b.note);
+    } else {
+        print!("{}", deltabox_bench::report::table(&r));
     }
     Ok(0)
+}
+
+/// Options of `deltabox bench`.
+pub struct BenchArgs {
+    pub quick: bool,
+    pub reps: Option<usize>,
+    pub baseline_reps: Option<usize>,
+    pub dir: std::path::PathBuf,
+    pub report: Option<std::path::PathBuf>,
+    pub llm_min: f64,
+    pub llm_max: f64,
 }

@@ -394,7 +394,7 @@ impl Init {
     }
 
     /// Kills everything that runs, moves onto `mnt`, and makes a copy of the template of
-    /// `ck` the shell (or, with `files_only` and no template, a fresh shell).
+    /// `ck` the shell (or, with `files_only`, a fresh shell: the files alone).
     fn restore(&mut self, ck: &str, files_only: bool) -> Reply {
         if !files_only && !self.templates.contains_key(ck) {
             let _ = self.await_mount();
@@ -403,14 +403,18 @@ impl Init {
         // Fork first (a fork next to a process tearing down the same pages is slower),
         // then kill everything else and wait only until each is inside exit(2): the
         // freeing of its memory goes on beside the rest of the restore.
-        let spare = self
-            .spares
-            .remove(ck)
-            .filter(|m| !is_exiting(m.pid().as_raw()));
-        let copy = match spare
-            .map(Ok)
-            .or_else(|| self.templates.get_mut(ck).map(|t| t.spawn()))
-        {
+        let forked = if files_only {
+            None
+        } else {
+            let spare = self
+                .spares
+                .remove(ck)
+                .filter(|m| !is_exiting(m.pid().as_raw()));
+            spare
+                .map(Ok)
+                .or_else(|| self.templates.get_mut(ck).map(|t| t.spawn()))
+        };
+        let copy = match forked {
             Some(Err(e)) => {
                 let _ = self.await_mount();
                 return process_error(e);

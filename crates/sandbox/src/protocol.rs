@@ -36,8 +36,8 @@ pub enum Request {
     Checkpoint { ck: String },
     /// Bring back checkpoint `ck` on the mount of the `Mount` message that follows: kill
     /// every running process, switch roots, and start a copy of the checkpoint's
-    /// template as the shell. Without a template, `files_only` starts a fresh shell
-    /// instead (else: `NoTemplate`).
+    /// template as the shell. `files_only` starts a fresh shell instead (the files
+    /// alone); without it, a checkpoint without a template gets `NoTemplate`.
     Restore { ck: String, files_only: bool },
     /// Second part of `Checkpoint`/`Restore`: the new root (no descriptor: the daemon
     /// could not build it, abandon the operation).

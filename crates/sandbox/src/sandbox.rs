@@ -584,8 +584,8 @@ impl Sandbox {
     }
 
     /// Makes files and shell exactly those of `ck`, on a fresh upper over its layers;
-    /// everything running is killed. With `files_only`, a checkpoint without a process
-    /// template gets its files back and a fresh shell.
+    /// everything running is killed. With `files_only`, the files alone and a fresh
+    /// shell (the way back for a checkpoint whose template is gone).
     pub fn restore(
         &mut self,
         rec: &SandboxRecord,

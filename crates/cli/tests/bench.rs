@@ -1,0 +1,79 @@
+//! `deltabox bench --quick` end to end: builds (or reuses) the Django workload from PyPI,
+//! measures DeltaBox and the baselines, and writes the report. The bench verifies every
+//! restore it times (heap and files), so a wrong restore fails this test.
+
+use std::process::Command;
+
+#[test]
+fn quick_bench_measures_everything_and_writes_the_report() {
+    let report = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_deltabox"))
+        .args([
+            "--json",
+            "bench",
+            "--quick",
+            "--reps",
+            "5",
+            "--baseline-reps",
+            "1",
+            "--report",
+        ])
+        .arg(report.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let w = &r["workload"];
+    assert!(w["files"].as_u64().unwrap() >= 6000, "{w}");
+    assert!(w["bytes"].as_u64().unwrap() >= 300 << 20, "{w}");
+    let d = &r["deltabox"];
+    assert!(d["repl_rss_bytes"].as_u64().unwrap() >= 60 << 20);
+    for op in ["checkpoint", "restore", "rollback", "diff", "gc", "replay"] {
+        let s = &d[op]["summary"];
+        assert!(s["n"].as_u64().unwrap() >= 1, "{op}: {s}");
+        assert!(s["p50"].as_f64().unwrap() > 0.0, "{op}: {s}");
+        assert!(s["p99"].as_f64() >= s["p50"].as_f64(), "{op}: {s}");
+    }
+    // A template shares its pages: rewriting 10 MB in the live REPL moves ~10 MB into
+    // the template's private memory.
+    let private = |k: &str| d[k]["private"].as_u64().unwrap();
+    let grew = private("template_after_dirty_10mb") - private("template_after_checkpoint");
+    assert!((9 << 20..=16 << 20).contains(&grew), "{grew}");
+    let search = r["search"].as_array().unwrap();
+    assert_eq!(search[0]["system"], "DeltaBox");
+    assert!(search[0]["expansions"].as_u64().unwrap() >= 100);
+    assert!(search[0]["rollbacks"].as_u64().unwrap() >= 40);
+    assert!(search
+        .iter()
+        .any(|s| s["system"].as_str().unwrap().starts_with("copytree")));
+    let names: Vec<&str> = r["baselines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    assert!(names.iter().any(|n| n.starts_with("CRIU")), "{names:?}");
+    for f in [
+        "report.md",
+        "report.json",
+        "checkpoint_cdf.png",
+        "restore_cdf.png",
+    ] {
+        let p = report.path().join(f);
+        assert!(
+            std::fs::metadata(&p)
+                .map(|m| m.len() > 1000)
+                .unwrap_or(false),
+            "{f}"
+        );
+    }
+    let md = std::fs::read_to_string(report.path().join("report.md")).unwrap();
+    assert!(
+        md.contains("Tree-search overhead") && md.contains("p99"),
+        "{md}"
+    );
+}
