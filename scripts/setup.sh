@@ -25,3 +25,5 @@ fi
 if [ "$(id -u)" != 0 ]; then
   echo "deltabox setup: run as root (mounts, namespaces and ptrace need it)" >&2; exit 1
 fi
+# CRIU 4.1 in a private directory (optional: the bench's CRIU baseline, `deltabox doctor`).
+"$(dirname "$0")/install-criu.sh" || echo "deltabox setup: CRIU not installed (optional; the bench reports it unavailable)" >&2

@@ -129,26 +129,185 @@ fn run_in(opts: &Options, wl: &Workload, work: &Path) -> Result<Vec<Baseline>> {
             needs_replay: true,
             note: "tar of the files a step changed (found by walking the tree, as a diff of the container's layer); no in-place restore: a new container from the image, so it is left out of the search replay".into(),
         },
-        criu(),
+        criu(opts, wl, work),
     ])
 }
 
-/// CRIU dump/restore of the REPL, when a working CRIU is installed.
-fn criu() -> Baseline {
-    let bin = std::env::var("DELTABOX_CRIU").unwrap_or_else(|_| "criu".into());
-    let why = match Command::new(&bin).arg("check").output() {
-        Err(e) => format!("unavailable: `{bin}` cannot run ({e}); Debian 12's CRIU 3.17 fails on this kernel (vDSO) and CRIU 4.1 (Debian trixie) has to be installed from a private directory, which this bench does not do yet; set DELTABOX_CRIU to a working criu to include it"),
-        Ok(o) if !o.status.success() => format!(
-            "unavailable: `{bin} check` failed: {}",
-            String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or("")
-        ),
-        Ok(_) => format!("`{bin} check` passes, but dumping the sandboxed REPL with CRIU is not wired into the bench yet"),
-    };
-    Baseline {
+/// A CRIU that passes `criu check`: DELTABOX_CRIU, else where install-criu.sh puts it.
+fn criu_binary() -> std::result::Result<std::path::PathBuf, String> {
+    let mut tried = Vec::new();
+    let env = std::env::var("DELTABOX_CRIU").ok();
+    for c in env
+        .iter()
+        .map(String::as_str)
+        .chain(deltabox_sandbox::CRIU_CANDIDATES.iter().copied())
+    {
+        if !Path::new(c).exists() {
+            continue;
+        }
+        match Command::new(c).arg("check").output() {
+            Ok(o) if o.status.success() => return Ok(c.into()),
+            Ok(o) => tried.push(format!(
+                "{c}: `criu check` fails: {}",
+                String::from_utf8_lossy(&o.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            )),
+            Err(e) => tried.push(format!("{c}: {e}")),
+        }
+    }
+    Err(if tried.is_empty() {
+        "no CRIU installed (scripts/install-criu.sh installs CRIU 4.1 from Debian trixie; Debian 12's 3.17 fails on this kernel)".into()
+    } else {
+        tried.join("; ")
+    })
+}
+
+/// CRIU dump/restore of the same REPL (import Django, >= 64 MB heap) run on the host:
+/// checkpoint = `criu dump --leave-running` to tmpfs, restore = kill + `criu restore`.
+fn criu(opts: &Options, wl: &Workload, work: &Path) -> Baseline {
+    let mut b = Baseline {
         name: "CRIU dump/restore".into(),
         checkpoint: None,
         restore: None,
         needs_replay: false,
-        note: why,
+        note: String::new(),
+    };
+    let bin = match criu_binary() {
+        Ok(bin) => bin,
+        Err(why) => {
+            b.note = format!("unavailable: {why}");
+            return b;
+        }
+    };
+    (opts.progress)(&format!(
+        "baseline CRIU ({}): starting the REPL on the host",
+        bin.display()
+    ));
+    match criu_measure(opts, wl, work, &bin) {
+        Ok((ck, rs)) => {
+            b.checkpoint = Series::new(ck);
+            b.restore = Series::new(rs);
+            b.note = format!(
+                "{}: the same REPL on the host; images on tmpfs; files are not captured",
+                bin.display()
+            );
+        }
+        Err(e) => b.note = format!("unavailable: the measurement failed: {e}"),
     }
+    b
+}
+
+fn criu_measure(
+    opts: &Options,
+    wl: &Workload,
+    work: &Path,
+    bin: &Path,
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    use std::os::unix::process::CommandExt;
+    let err = |what: &str, why: String| BenchError::Step {
+        what: format!("CRIU baseline: {what}"),
+        why,
+    };
+    let log = work.join("criu-repl.log");
+    let code = format!(
+        "{}\nprint('ready', flush=True)\nimport signal\nwhile True:\n    signal.pause()\n",
+        crate::deltabox::setup_code(wl)
+    );
+    let out = std::fs::File::create(&log).map_err(|e| err("log", e.to_string()))?;
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.arg("-c")
+        .arg(code)
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone().map_err(|e| err("log", e.to_string()))?)
+        .stderr(out);
+    // SAFETY: setsid in the child before exec (async-signal-safe).
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| err("start python3", e.to_string()))?;
+    let pid = child.id() as i32;
+    let until = Instant::now() + std::time::Duration::from_secs(120);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("ready")
+    {
+        if Instant::now() > until || child.try_wait().ok().flatten().is_some() {
+            let _ = child.kill();
+            return Err(err(
+                "REPL setup",
+                std::fs::read_to_string(&log).unwrap_or_default(),
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let gone = |pid: i32| {
+        let until = Instant::now() + std::time::Duration::from_secs(10);
+        while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    };
+    let images = Path::new("/dev/shm/deltabox-bench-criu");
+    let (mut ck, mut rs) = (Vec::new(), Vec::new());
+    let r = (|| {
+        for i in 0..opts.baseline_reps.max(3) {
+            (opts.progress)(&format!(
+                "baseline CRIU: {}/{}",
+                i + 1,
+                opts.baseline_reps.max(3)
+            ));
+            let _ = rm_rf(images);
+            std::fs::create_dir_all(images).map_err(|e| err("images dir", e.to_string()))?;
+            let t = Instant::now();
+            sh(
+                "criu dump",
+                Command::new(bin)
+                    .args(["dump", "--leave-running", "-o", "dump.log", "-t"])
+                    .arg(pid.to_string())
+                    .arg("-D")
+                    .arg(images),
+            )?;
+            ck.push(ms(t));
+            let dumped: u64 = std::fs::read_dir(images)
+                .map_err(|e| err("images dir", e.to_string()))?
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("pages-"))
+                .filter_map(|e| e.metadata().ok().map(|m| m.len()))
+                .sum();
+            if dumped < 50 << 20 {
+                return Err(err(
+                    "dump",
+                    format!("only {dumped} bytes of memory pages dumped"),
+                ));
+            }
+            // Restore: the live process goes, the dumped one comes back (same pid).
+            // SAFETY: kill(2) on the REPL this function started (or CRIU restored).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let _ = child.try_wait();
+            gone(pid);
+            let t = Instant::now();
+            sh(
+                "criu restore",
+                Command::new(bin)
+                    .args(["restore", "-d", "-o", "restore.log", "-D"])
+                    .arg(images),
+            )?;
+            rs.push(ms(t));
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                return Err(err("restore", "the restored REPL is not running".into()));
+            }
+        }
+        Ok(())
+    })();
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let _ = child.wait();
+    let _ = rm_rf(images);
+    r.map(|_| (ck, rs))
 }

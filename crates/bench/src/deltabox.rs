@@ -105,7 +105,7 @@ fn py(m: &Manager, sb: &str, src: &str) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-fn setup_code(wl: &Workload) -> String {
+pub(crate) fn setup_code(wl: &Workload) -> String {
     format!(
         r#"
 import array, os, random, subprocess, sys, time

@@ -16,7 +16,7 @@ mod sandbox;
 mod shell;
 pub mod storefs;
 
-pub use doctor::{doctor, Check};
+pub use doctor::{doctor, Check, CRIU_CANDIDATES};
 pub use error::SandboxError;
 pub use manager::{
     CheckpointInfo, CreateOptions, DiffResult, Handle, Manager, SandboxInfo, TemplateInfo, TreeNode,
