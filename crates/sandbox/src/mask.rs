@@ -42,6 +42,15 @@ fn whiteout(path: &Path) -> Result<(), SandboxError> {
     .map_err(|e| io("create whiteout", path, e.into()))
 }
 
+/// The hidden paths that are not inside another one (hiding the outer one hides them;
+/// a whiteout cannot also be a directory holding another whiteout).
+fn outermost(hidden: &[std::path::PathBuf]) -> Vec<&std::path::PathBuf> {
+    hidden
+        .iter()
+        .filter(|h| !hidden.iter().any(|o| o != *h && h.starts_with(o)))
+        .collect()
+}
+
 pub(crate) fn build(
     layer: &Path,
     base: &Path,
@@ -60,7 +69,7 @@ pub(crate) fn build(
     for d in MOUNT_POINTS {
         mirror_dir(layer, base, Path::new(d), 0o755)?;
     }
-    for h in hidden {
+    for h in outermost(hidden) {
         let Ok(rel) = h.strip_prefix(base) else {
             continue;
         };
@@ -83,4 +92,20 @@ pub(crate) fn build(
         whiteout(&layer.join(rel))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::outermost;
+    use std::path::PathBuf;
+
+    #[test]
+    fn nested_hidden_paths_collapse_to_the_outer_one() {
+        let h: Vec<PathBuf> = ["/var/tmp/x/root", "/var/tmp/x", "/run/deltabox", "/var/tmp/xy"]
+            .iter()
+            .map(PathBuf::from)
+            .collect();
+        let got: Vec<&str> = outermost(&h).iter().map(|p| p.to_str().unwrap()).collect();
+        assert_eq!(got, ["/var/tmp/x", "/run/deltabox", "/var/tmp/xy"]);
+    }
 }

@@ -1,0 +1,48 @@
+//! The Python SDK (`python/`): pip-installed into a fresh virtualenv, then its unittest
+//! suite runs against a private daemon that the SDK itself starts.
+
+mod common;
+use std::process::Command;
+
+#[test]
+fn python_sdk_installs_with_pip_and_passes_its_tests() {
+    let store = common::Store::new(4 << 30);
+    let dir = store.dir.path();
+    let venv = dir.join("venv");
+    let ok = |what: &str, c: &mut Command| {
+        let o = c.output().unwrap();
+        assert!(
+            o.status.success(),
+            "{what}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        o
+    };
+    ok("venv", Command::new("python3").args(["-m", "venv"]).arg(&venv));
+    let py = venv.join("bin/python");
+    let sdk = concat!(env!("CARGO_MANIFEST_DIR"), "/../../python");
+    ok(
+        "pip install",
+        Command::new(&py)
+            .args(["-m", "pip", "install", "-q"])
+            .arg(sdk),
+    );
+    let socket = dir.join("sdk.sock");
+    let out = ok(
+        "unittest",
+        Command::new(&py)
+            .args(["-m", "unittest", "-v", "test_sdk"])
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../../python/tests"))
+            .env("DELTABOX_BIN", common::BIN)
+            .env("DELTABOX_SOCKET", &socket)
+            .env("DELTABOX_ROOT", &store.root)
+            .env("DELTABOX_LOG", dir.join("daemon.log")),
+    );
+    let report = String::from_utf8_lossy(&out.stderr);
+    assert!(report.contains("Ran 5 tests") && report.contains("OK"), "{report}");
+    // The daemon the SDK started: stop it.
+    let _ = Command::new("pkill")
+        .args(["-f", "-TERM", &format!("{} daemon", common::BIN)])
+        .status();
+}
