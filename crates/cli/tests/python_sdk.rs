@@ -19,7 +19,10 @@ fn python_sdk_installs_with_pip_and_passes_its_tests() {
         );
         o
     };
-    ok("venv", Command::new("python3").args(["-m", "venv"]).arg(&venv));
+    ok(
+        "venv",
+        Command::new("python3").args(["-m", "venv"]).arg(&venv),
+    );
     let py = venv.join("bin/python");
     let sdk = concat!(env!("CARGO_MANIFEST_DIR"), "/../../python");
     ok(
@@ -40,9 +43,21 @@ fn python_sdk_installs_with_pip_and_passes_its_tests() {
             .env("DELTABOX_LOG", dir.join("daemon.log")),
     );
     let report = String::from_utf8_lossy(&out.stderr);
-    assert!(report.contains("Ran 5 tests") && report.contains("OK"), "{report}");
-    // The daemon the SDK started: stop it.
-    let _ = Command::new("pkill")
-        .args(["-f", "-TERM", &format!("{} daemon", common::BIN)])
-        .status();
+    assert!(
+        report.contains("Ran 5 tests") && report.contains("OK"),
+        "{report}"
+    );
+    // Stop the daemon the SDK started (by its pid: other tests run daemons too).
+    let pid = ok(
+        "daemon pid",
+        Command::new(&py)
+            .args([
+                "-c",
+                "import deltabox; print(deltabox.Client(start=False).health()['pid'])",
+            ])
+            .env("DELTABOX_SOCKET", &socket),
+    );
+    let pid: i32 = String::from_utf8_lossy(&pid.stdout).trim().parse().unwrap();
+    // SAFETY: kill(2) on the daemon this test caused to start.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
 }

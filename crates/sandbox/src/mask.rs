@@ -101,10 +101,15 @@ mod tests {
 
     #[test]
     fn nested_hidden_paths_collapse_to_the_outer_one() {
-        let h: Vec<PathBuf> = ["/var/tmp/x/root", "/var/tmp/x", "/run/deltabox", "/var/tmp/xy"]
-            .iter()
-            .map(PathBuf::from)
-            .collect();
+        let h: Vec<PathBuf> = [
+            "/var/tmp/x/root",
+            "/var/tmp/x",
+            "/run/deltabox",
+            "/var/tmp/xy",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
         let got: Vec<&str> = outermost(&h).iter().map(|p| p.to_str().unwrap()).collect();
         assert_eq!(got, ["/var/tmp/x", "/run/deltabox", "/var/tmp/xy"]);
     }
