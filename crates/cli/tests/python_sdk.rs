@@ -35,7 +35,7 @@ fn python_sdk_installs_with_pip_and_passes_its_tests() {
     let out = ok(
         "unittest",
         Command::new(&py)
-            .args(["-m", "unittest", "-v", "test_sdk"])
+            .args(["-m", "unittest", "-v", "test_sdk", "test_search"])
             .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../../python/tests"))
             .env("DELTABOX_BIN", common::BIN)
             .env("DELTABOX_SOCKET", &socket)
@@ -44,7 +44,7 @@ fn python_sdk_installs_with_pip_and_passes_its_tests() {
     );
     let report = String::from_utf8_lossy(&out.stderr);
     assert!(
-        report.contains("Ran 5 tests") && report.contains("OK"),
+        report.contains("Ran 8 tests") && report.contains("OK"),
         "{report}"
     );
     // Stop the daemon the SDK started (by its pid: other tests run daemons too).

@@ -1,6 +1,8 @@
 """DeltaBox: millisecond checkpoint, rollback of AI-agent sandboxes (files + processes)."""
 from .aio import AsyncClient, AsyncSandbox
 from .client import Change, Checkpoint, Client, Diff, Result, Sandbox
+from .gym import SandboxEnv
+from .search import MCTS, BestFirst, Node, Search, tree_text
 from .errors import (
     BadRequest,
     Busy,
@@ -15,6 +17,7 @@ from .errors import (
 )
 
 __all__ = [
+    "MCTS", "BestFirst", "Node", "Search", "SandboxEnv", "tree_text",
     "AsyncClient", "AsyncSandbox", "BadRequest", "Busy", "Change", "Checkpoint", "Client",
     "DaemonUnavailable", "Dead", "DeltaBoxError", "Diff", "NoSpace", "NotCapturable",
     "NotFound", "NoTemplate", "Removed", "Result", "Sandbox",
