@@ -286,10 +286,14 @@ fn criu_measure(
                     format!("only {dumped} bytes of memory pages dumped"),
                 ));
             }
-            // Restore: the live process goes, the dumped one comes back (same pid).
+            // Restore: the live process goes, the dumped one comes back (same pid, so the
+            // old one must be reaped first: by us the first time, later by whoever CRIU
+            // left as its parent).
             // SAFETY: kill(2) on the REPL this function started (or CRIU restored).
             unsafe { libc::kill(pid, libc::SIGKILL) };
-            let _ = child.try_wait();
+            if i == 0 {
+                let _ = child.wait();
+            }
             gone(pid);
             let t = Instant::now();
             sh(
@@ -297,7 +301,12 @@ fn criu_measure(
                 Command::new(bin)
                     .args(["restore", "-d", "-o", "restore.log", "-D"])
                     .arg(images),
-            )?;
+            )
+            .map_err(|e| {
+                let log = std::fs::read_to_string(images.join("restore.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(3).collect();
+                err("restore", format!("{e}; restore.log: {}", tail.join(" | ")))
+            })?;
             rs.push(ms(t));
             if !Path::new(&format!("/proc/{pid}")).exists() {
                 return Err(err("restore", "the restored REPL is not running".into()));
