@@ -49,6 +49,12 @@ pub fn field<'a>(text: &'a str, key: &str) -> Option<&'a str> {
         .map(str::trim)
 }
 
+/// Value of `key:` in /proc/PID/status (None if the process is gone).
+pub fn status_field(pid: i32, key: &str) -> Option<String> {
+    let status = proc_read(pid, "status").ok()?;
+    field(&status, key).map(str::to_string)
+}
+
 /// A writable shared mapping in /proc/PID/maps, if any: writes through it from the live
 /// copy would show up in the template.
 pub fn shared_writable_mapping(maps: &str) -> Option<String> {

@@ -12,6 +12,14 @@ pub struct MemoryCost {
     pub private: u64,
 }
 
+impl std::ops::AddAssign for MemoryCost {
+    fn add_assign(&mut self, o: MemoryCost) {
+        self.rss += o.rss;
+        self.pss += o.pss;
+        self.private += o.private;
+    }
+}
+
 pub fn parse_rollup(text: &str) -> MemoryCost {
     let kb = |k: &str| {
         field(text, k)

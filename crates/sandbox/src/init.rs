@@ -96,7 +96,7 @@ struct Init {
     /// Last references to roots left behind, dropped once the reply is sent.
     retired: Vec<OwnedFd>,
     /// Pre-forked copies of the most recently used templates: a restore then starts
-    /// from a ready copy instead of forking (see `refill_spares`).
+    /// from a ready copy instead of forking (see `refill_spare`).
     spares: std::collections::HashMap<String, Move>,
     /// Checkpoints by last use, most recent last.
     recent: std::collections::VecDeque<String>,
@@ -132,9 +132,8 @@ impl deltabox_process::guard::World for InitWorld<'_> {
         n
     }
     fn tgid(&self, tid: i32) -> i32 {
-        std::fs::read_to_string(format!("/proc/{tid}/status"))
-            .ok()
-            .and_then(|s| deltabox_process::inspect::field(&s, "Tgid").and_then(|v| v.parse().ok()))
+        deltabox_process::inspect::status_field(tid, "Tgid")
+            .and_then(|v| v.parse().ok())
             .unwrap_or(tid)
     }
     fn pidfd_target(&self, pid: i32, fd: i32) -> Option<i32> {
@@ -327,9 +326,7 @@ impl Init {
     /// SIGKILLs `pids` and waits until none can touch a file any more, so nothing old
     /// writes into the root the sandbox moves onto next.
     fn kill_and_wait(&mut self, pids: &[i32]) {
-        for p in pids {
-            let _ = kill(Pid::from_raw(*p), Signal::SIGKILL);
-        }
+        kill_all(pids);
         self.wait_exiting(pids);
     }
 
@@ -344,7 +341,8 @@ impl Init {
     }
 
     /// Forks the shell into the template of `ck`, then moves the sandbox (and the live
-    /// shell's cwd and files) onto `mnt`. On any failure the sandbox stays where it was.
+    /// shell's cwd and files) onto the root of the `Mount` message that follows. On any
+    /// failure the sandbox stays where it was.
     fn checkpoint(&mut self, ck: String) -> Reply {
         let forked = match (self.shell, mount_id("/")) {
             (None, _) => Err(Reply::Err {
@@ -393,8 +391,9 @@ impl Init {
         })
     }
 
-    /// Kills everything that runs, moves onto `mnt`, and makes a copy of the template of
-    /// `ck` the shell (or, with `files_only`, a fresh shell: the files alone).
+    /// Kills everything that runs, moves onto the root of the `Mount` message that
+    /// follows, and makes a copy of the template of `ck` the shell (or, with
+    /// `files_only`, a fresh shell: the files alone).
     fn restore(&mut self, ck: &str, files_only: bool) -> Reply {
         if !files_only && !self.templates.contains_key(ck) {
             let _ = self.await_mount();
@@ -427,9 +426,7 @@ impl Init {
         if let Some(c) = &copy {
             doomed.retain(|p| *p != c.pid().as_raw());
         }
-        for p in &doomed {
-            let _ = kill(Pid::from_raw(*p), Signal::SIGKILL);
-        }
+        kill_all(&doomed);
         let mnt = self.await_mount();
         let Some(mnt) = mnt else {
             if let Some(c) = copy {
@@ -788,6 +785,12 @@ fn mount_id(path: &str) -> R<u64> {
     deltabox_process::inspect::field(&info, "mnt_id")
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| format!("no mnt_id for {path}"))
+}
+
+fn kill_all(pids: &[i32]) {
+    for p in pids {
+        let _ = kill(Pid::from_raw(*p), Signal::SIGKILL);
+    }
 }
 
 /// What init needs of /proc/PID/stat.

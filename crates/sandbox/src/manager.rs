@@ -473,9 +473,7 @@ impl Manager {
         let mut total = MemoryCost::default();
         for h in hs {
             for t in self.templates_of(&h).values() {
-                total.rss += t.memory.rss;
-                total.pss += t.memory.pss;
-                total.private += t.memory.private;
+                total += t.memory;
             }
         }
         total

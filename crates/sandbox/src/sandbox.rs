@@ -86,8 +86,7 @@ fn children(pid: i32) -> Vec<i32> {
 
 /// The pid of host process `pid` in its innermost pid namespace.
 fn ns_pid(pid: i32) -> Option<i32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    deltabox_process::inspect::field(&status, "NSpid")?
+    deltabox_process::inspect::status_field(pid, "NSpid")?
         .split_whitespace()
         .last()?
         .parse()
