@@ -22,15 +22,9 @@ pub struct Baseline {
 }
 
 fn sh(what: &str, cmd: &mut Command) -> Result<()> {
-    let out = cmd.output().map_err(|e| BenchError::Step {
-        what: what.into(),
-        why: e.to_string(),
-    })?;
+    let out = cmd.output().map_err(|e| BenchError::step(what, e))?;
     if !out.status.success() {
-        return Err(BenchError::Step {
-            what: what.into(),
-            why: String::from_utf8_lossy(&out.stderr).into_owned(),
-        });
+        return Err(BenchError::step(what, String::from_utf8_lossy(&out.stderr)));
     }
     Ok(())
 }
@@ -46,10 +40,7 @@ fn rm_rf(p: &Path) -> Result<()> {
 /// An agent-like edit of the tree at `root`.
 fn edit(root: &Path, i: usize) -> Result<()> {
     use std::io::Write;
-    let err = |e: std::io::Error| BenchError::Step {
-        what: "edit the tree".into(),
-        why: e.to_string(),
-    };
+    let err = |e: std::io::Error| BenchError::step("edit the tree", e);
     let mut f = std::fs::OpenOptions::new()
         .append(true)
         .open(root.join("django/utils/text.py"))
@@ -61,10 +52,7 @@ fn edit(root: &Path, i: usize) -> Result<()> {
 pub fn measure(opts: &Options, wl: &Workload) -> Result<Vec<Baseline>> {
     let work = opts.dir.join("baseline");
     rm_rf(&work)?;
-    std::fs::create_dir_all(&work).map_err(|e| BenchError::Step {
-        what: "create the baseline dir".into(),
-        why: e.to_string(),
-    })?;
+    std::fs::create_dir_all(&work).map_err(|e| BenchError::step("create the baseline dir", e))?;
     let r = run_in(opts, wl, &work);
     let _ = rm_rf(&work);
     r
@@ -97,10 +85,7 @@ fn run_in(opts: &Options, wl: &Workload, work: &Path) -> Result<Vec<Baseline>> {
     // the overlay's upper dir would hold them) into a new layer.
     let (mut tar_ms, stamp) = (Vec::new(), work.join("stamp"));
     for i in 0..opts.baseline_reps.max(5) {
-        std::fs::write(&stamp, b"").map_err(|e| BenchError::Step {
-            what: "stamp".into(),
-            why: e.to_string(),
-        })?;
+        std::fs::write(&stamp, b"").map_err(|e| BenchError::step("stamp", e))?;
         std::thread::sleep(std::time::Duration::from_millis(10));
         edit(&live, 2000 + i)?;
         let t = Instant::now();
@@ -206,10 +191,7 @@ fn criu_measure(
     bin: &Path,
 ) -> Result<(Vec<f64>, Vec<f64>)> {
     use std::os::unix::process::CommandExt;
-    let err = |what: &str, why: String| BenchError::Step {
-        what: format!("CRIU baseline: {what}"),
-        why,
-    };
+    let err = |what: &str, why: String| BenchError::step(format!("CRIU baseline: {what}"), why);
     let log = work.join("criu-repl.log");
     let code = format!(
         "{}\nprint('ready', flush=True)\nimport signal\nwhile True:\n    signal.pause()\n",

@@ -83,24 +83,17 @@ pub struct SearchRun {
     pub rollback_ms: Vec<f64>,
 }
 
-fn step_err(what: &str) -> impl Fn(String) -> BenchError + '_ {
-    move |why| BenchError::Step {
-        what: what.to_string(),
-        why,
-    }
-}
-
 /// Runs Python source in the sandbox; its stdout, or an error with its stderr.
 fn py(m: &Manager, sb: &str, src: &str) -> Result<String> {
     let out = m.exec(sb, src, &ExecOptions::default())?;
     if out.exit_code != 0 {
-        return Err(BenchError::Step {
-            what: format!(
+        return Err(BenchError::step(
+            format!(
                 "python in the sandbox: {}",
                 src.trim().lines().next().unwrap_or("")
             ),
-            why: String::from_utf8_lossy(&out.stderr).into_owned(),
-        });
+            String::from_utf8_lossy(&out.stderr),
+        ));
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
@@ -196,7 +189,10 @@ fn memory(m: &Manager, sb: &str, ck: &str) -> Result<Memory> {
         .find(|n| n.id == ck)
         .and_then(|n| n.template)
         .ok_or_else(|| {
-            step_err("template memory")(format!("checkpoint {ck} has no live template"))
+            BenchError::step(
+                "template memory",
+                format!("checkpoint {ck} has no live template"),
+            )
         })?;
     let TemplateInfo { memory: c, .. } = node;
     Ok(Memory {
@@ -232,7 +228,7 @@ pub fn measure(opts: &Options, wl: &Workload) -> Result<Figures> {
 }
 
 fn series(v: Vec<f64>, what: &str) -> Result<Series> {
-    Series::new(v).ok_or_else(|| step_err(what)("no samples (reps must be >= 2)".into()))
+    Series::new(v).ok_or_else(|| BenchError::step(what, "no samples (reps must be >= 2)"))
 }
 
 fn run_on(opts: &Options, wl: &Workload, m: &Arc<Manager>, sb: &str) -> Result<Figures> {
@@ -241,10 +237,10 @@ fn run_on(opts: &Options, wl: &Workload, m: &Arc<Manager>, sb: &str) -> Result<F
     py(m, sb, &setup)?;
     let repl_rss_bytes: u64 = py(m, sb, "rss()")?
         .parse()
-        .map_err(|e| step_err("REPL rss")(format!("{e}")))?;
+        .map_err(|e| BenchError::step("REPL rss", e))?;
     let base_len: usize = py(m, sb, "len(corpus)")?
         .parse()
-        .map_err(|e| step_err("corpus size")(format!("{e}")))?;
+        .map_err(|e| BenchError::step("corpus size", e))?;
 
     // Template memory: right after a checkpoint, then after the live copy rewrites 10 MB.
     let first = m.checkpoint(sb, Some("bench-start".into()))?.id;
@@ -282,10 +278,10 @@ fn run_on(opts: &Options, wl: &Workload, m: &Arc<Manager>, sb: &str) -> Result<F
         let d = m.diff(&w[0].0, &w[1].0, false)?;
         diff_ms.push(ms(t));
         if d.changes.is_empty() {
-            return Err(step_err("diff")(format!(
-                "no change between {} and {}",
-                w[0].0, w[1].0
-            )));
+            return Err(BenchError::step(
+                "diff",
+                format!("no change between {} and {}", w[0].0, w[1].0),
+            ));
         }
     }
     (opts.progress)(&format!(
@@ -301,9 +297,10 @@ fn run_on(opts: &Options, wl: &Workload, m: &Arc<Manager>, sb: &str) -> Result<F
         restore_ms.push(ms(t));
         let got = py(m, sb, PROBE)?;
         if &got != want {
-            return Err(step_err("verify restore")(format!(
-                "after restoring {ck}: got {got:?}, want {want:?}"
-            )));
+            return Err(BenchError::step(
+                "verify restore",
+                format!("after restoring {ck}: got {got:?}, want {want:?}"),
+            ));
         }
     }
 
@@ -324,9 +321,10 @@ fn run_on(opts: &Options, wl: &Workload, m: &Arc<Manager>, sb: &str) -> Result<F
         rollback_ms.push(ms(t));
         let got = py(m, sb, PROBE)?;
         if got != want {
-            return Err(step_err("verify rollback")(format!(
-                "after rolling back to {ck}: {got} != {want}"
-            )));
+            return Err(BenchError::step(
+                "verify rollback",
+                format!("after rolling back to {ck}: {got} != {want}"),
+            ));
         }
     }
 
@@ -345,9 +343,10 @@ fn run_on(opts: &Options, wl: &Workload, m: &Arc<Manager>, sb: &str) -> Result<F
         replay.push(ms(t));
         let edit = py(m, sb, PROBE)?;
         if edit.split_whitespace().last() != want.split_whitespace().last() {
-            return Err(step_err("verify files-only restore")(format!(
-                "{edit} vs {want}"
-            )));
+            return Err(BenchError::step(
+                "verify files-only restore",
+                format!("{edit} vs {want}"),
+            ));
         }
     }
 
@@ -439,10 +438,11 @@ fn data_path(opts: &Options, wl: &Workload, m: &Arc<Manager>, sb: &str) -> Resul
             .args(["runtests.py", "--parallel", "1", "-v", "0", TEST_SLICE])
             .current_dir(wl.repo.join("tests"))
             .output()
-            .map_err(|e| step_err("host test slice")(e.to_string()))?;
+            .map_err(|e| BenchError::step("host test slice", e.to_string()))?;
         host.push(ms(t));
         if !st.status.success() {
-            return Err(step_err("host test slice")(
+            return Err(BenchError::step(
+                "host test slice",
                 String::from_utf8_lossy(&st.stderr).into_owned(),
             ));
         }

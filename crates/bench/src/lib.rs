@@ -32,6 +32,16 @@ pub enum BenchError {
     Step { what: String, why: String },
 }
 
+impl BenchError {
+    /// A step of the bench failed: what it was doing, and why.
+    pub(crate) fn step(what: impl Into<String>, why: impl std::fmt::Display) -> Self {
+        BenchError::Step {
+            what: what.into(),
+            why: why.to_string(),
+        }
+    }
+}
+
 pub type Result<T> = std::result::Result<T, BenchError>;
 
 pub struct Options {

@@ -162,10 +162,7 @@ pub fn table(r: &Report) -> String {
 
 /// Writes DIR/report.md, DIR/report.json and the PNG plots.
 pub fn write(r: &Report, dir: &Path) -> Result<()> {
-    let err = |what: &str, e: String| BenchError::Step {
-        what: format!("write the report: {what}"),
-        why: e,
-    };
+    let err = |what: &str, e: String| BenchError::step(format!("write the report: {what}"), e);
     std::fs::create_dir_all(dir).map_err(|e| err("create dir", e.to_string()))?;
     let json = serde_json::to_string(r).expect("report serializes");
     std::fs::write(dir.join("report.json"), &json)
