@@ -1,25 +1,18 @@
 """The SDK against a real daemon (root; DELTABOX_BIN names the binary, DELTABOX_SOCKET
 and DELTABOX_ROOT a private daemon that the first Client starts)."""
 import asyncio
-import os
 import subprocess
 import sys
 import textwrap
 import unittest
 
+from daemon_case import DaemonCase
+
 import deltabox
 from deltabox import Client
 
 
-class SDK(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.client = Client()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.client.close()
-
+class SDK(DaemonCase):
     def test_exec_checkpoint_restore_diff(self):
         with self.client.create() as box:
             r = box.exec("mkdir -p /srv/sdk && cd /srv/sdk && echo hi > f && x=41")

@@ -2,7 +2,9 @@
 (reach 10 from 1 with +1, *2, -1 on a number kept in a file and in a shell variable)."""
 import unittest
 
-from deltabox import MCTS, BestFirst, Client, SandboxEnv, tree_text
+from daemon_case import DaemonCase
+
+from deltabox import MCTS, BestFirst, SandboxEnv, tree_text
 
 ACTIONS = {
     "inc": "n=$(cat /srv/p/n); echo $((n+1)) > /srv/p/n; v=$((v+1))",
@@ -23,15 +25,7 @@ def evaluate(node, box, result):
     return -abs(10 - n)
 
 
-class Searches(unittest.TestCase):
-    @classmethod
-    def setUpClass(cls):
-        cls.client = Client()
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.client.close()
-
+class Searches(DaemonCase):
     def run_search(self, kind):
         with self.client.create() as box:
             box.exec("mkdir -p /srv/p && echo 1 > /srv/p/n && v=0")
