@@ -4,6 +4,7 @@ import asyncio
 import subprocess
 import sys
 import textwrap
+import time
 import unittest
 
 from daemon_case import DaemonCase
@@ -75,6 +76,26 @@ class SDK(DaemonCase):
         self.assertNotEqual(out.returncode, 0)
         sid = out.stdout.strip()
         self.assertTrue(sid.startswith("sb-"), out.stderr)
+        with self.assertRaises(deltabox.NotFound):
+            self.client.sandbox(sid)
+
+    def test_a_sigkilled_script_leaves_nothing(self):
+        # No atexit runs on SIGKILL: the daemon's lease on the script's pid removes it.
+        script = textwrap.dedent("""
+            import os, signal, deltabox
+            box = deltabox.Client().create()
+            box.exec("echo busy > /tmp/x")
+            print(box.id, flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+        """)
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+        self.assertEqual(out.returncode, -9, out.stderr)
+        sid = out.stdout.strip()
+        self.assertTrue(sid.startswith("sb-"), out.stderr)
+        until = time.monotonic() + 15
+        while any(b.id == sid for b in self.client.sandboxes()):
+            self.assertLess(time.monotonic(), until, "the daemon kept a dead script's sandbox")
+            time.sleep(0.1)
         with self.assertRaises(deltabox.NotFound):
             self.client.sandbox(sid)
 

@@ -18,6 +18,10 @@ pub struct CreateRequest {
     /// The persistent session: "bash" (default) or "python".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shell: Option<String>,
+    /// Lease the sandbox to this process (a pid on the daemon's host): the daemon
+    /// removes the sandbox when that process exits, however it exits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_pid: Option<i32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -32,6 +36,8 @@ pub struct Sandbox {
     pub checkpoints: usize,
     pub depth: usize,
     pub created_unix_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_pid: Option<i32>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

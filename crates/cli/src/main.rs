@@ -47,6 +47,10 @@ enum Cmd {
         /// The persistent session: bash, or a Python REPL whose heap checkpoints keep.
         #[arg(long, default_value = "bash", value_parser = ["bash", "python"])]
         shell: String,
+        /// Lease the sandbox to this process: the daemon removes it when the process
+        /// exits (e.g. `--owner-pid $$` ties it to the calling script).
+        #[arg(long)]
+        owner_pid: Option<i32>,
     },
     /// Run a command in the sandbox's persistent shell.
     Exec {

@@ -38,11 +38,17 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
                 }
             }
         }
-        Cmd::Create { base, net, shell } => {
+        Cmd::Create {
+            base,
+            net,
+            shell,
+            owner_pid,
+        } => {
             let req = api::CreateRequest {
                 base: base.map(|b| b.display().to_string()),
                 net,
                 shell: Some(shell),
+                owner_pid,
             };
             let sb: api::Sandbox = client.call("POST", "/v1/sandboxes", Some(&req)).await?;
             if json {

@@ -393,3 +393,46 @@ fn signals_pass_through_the_template_guard() {
     d.sh(&sb, "x=5");
     assert_eq!(d.sh(&sb, "echo $x").0, "5\n");
 }
+
+#[test]
+fn leased_sandbox_goes_when_its_owner_dies_even_by_sigkill() {
+    let mut d = Daemon::start(IMG);
+    let mut owner = std::process::Command::new("sleep")
+        .arg("600")
+        .spawn()
+        .unwrap();
+    let pid = owner.id().to_string();
+    let leased = d.json(&["create", "--owner-pid", &pid]);
+    assert_eq!(leased["owner_pid"].as_i64(), Some(owner.id() as i64));
+    let leased = leased["id"].as_str().unwrap().to_string();
+    let free = d.create();
+    d.checkpoint(&leased);
+    // A lease survives a daemon restart (it is in the sandbox's record).
+    d.crash();
+    d.spawn();
+    let ids = |d: &Daemon| -> Vec<String> {
+        d.json(&["ls"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert!(ids(&d).contains(&leased) && ids(&d).contains(&free));
+    owner.kill().unwrap();
+    owner.wait().unwrap();
+    let until = Instant::now() + Duration::from_secs(15);
+    while ids(&d).contains(&leased) {
+        assert!(Instant::now() < until, "leased sandbox outlived its owner");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(ids(&d), vec![free.clone()]);
+    // A lease to a process that does not exist is refused, naming the pid.
+    let out = d.cmd(&["create", "--owner-pid", &pid]);
+    assert!(!out.status.success());
+    assert!(
+        stderr_of(&out).contains(&format!("owner pid {pid}")),
+        "{}",
+        stderr_of(&out)
+    );
+}

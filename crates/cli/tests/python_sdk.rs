@@ -1,5 +1,6 @@
-//! The Python SDK (`python/`): pip-installed into a fresh virtualenv, then its unittest
-//! suite runs against a private daemon that the SDK itself starts.
+//! The Python SDK (`python/`): pip-installed into a fresh virtualenv with mini-swe-agent,
+//! then its unittest suite (SDK, search, mini-swe-agent environment) runs against a
+//! private daemon that the SDK itself starts.
 
 mod common;
 use std::process::Command;
@@ -31,11 +32,44 @@ fn python_sdk_installs_with_pip_and_passes_its_tests() {
             .args(["-m", "pip", "install", "-q"])
             .arg(sdk),
     );
+    // mini-swe-agent without its model/UI stack (litellm, datasets, textual: hundreds of
+    // MB the environment and the deterministic test model never import).
+    ok(
+        "pip install mini-swe-agent's core dependencies",
+        Command::new(&py)
+            .args(["-m", "pip", "install", "-q"])
+            .args([
+                "pydantic>=2",
+                "jinja2",
+                "pyyaml",
+                "python-dotenv",
+                "platformdirs",
+                "rich",
+            ]),
+    );
+    ok(
+        "pip install mini-swe-agent",
+        Command::new(&py).args([
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "mini-swe-agent==2.4.6",
+        ]),
+    );
     let socket = dir.join("sdk.sock");
     let out = ok(
         "unittest",
         Command::new(&py)
-            .args(["-m", "unittest", "-v", "test_sdk", "test_search"])
+            .args([
+                "-m",
+                "unittest",
+                "-v",
+                "test_sdk",
+                "test_search",
+                "test_mini_swe_agent",
+            ])
             .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../../python/tests"))
             .env("DELTABOX_BIN", common::BIN)
             .env("DELTABOX_SOCKET", &socket)
@@ -44,7 +78,7 @@ fn python_sdk_installs_with_pip_and_passes_its_tests() {
     );
     let report = String::from_utf8_lossy(&out.stderr);
     assert!(
-        report.contains("Ran 8 tests") && report.contains("OK"),
+        report.contains("Ran 25 tests") && report.contains("OK"),
         "{report}"
     );
     // Stop the daemon the SDK started (by its pid: other tests run daemons too).

@@ -91,6 +91,16 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
         }
     });
 
+    // Leases: a sandbox leased to a process goes when the process does.
+    let m3 = manager.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            let m = m3.clone();
+            let _ = tokio::task::spawn_blocking(move || m.reap_orphans()).await;
+        }
+    });
+
     let app = router(manager.clone(), cfg.root.clone());
     let shutdown = async {
         use tokio::signal::unix::{signal, SignalKind};

@@ -47,7 +47,8 @@ impl From<SandboxError> for ApiError {
             }
             SandboxError::Store(StoreError::DifferentBases { .. })
             | SandboxError::BadCommand(_)
-            | SandboxError::BadBase { .. } => (S::BAD_REQUEST, "bad_request"),
+            | SandboxError::BadBase { .. }
+            | SandboxError::BadOwner(_) => (S::BAD_REQUEST, "bad_request"),
             SandboxError::Dead { .. } => (S::CONFLICT, "dead"),
             SandboxError::BackgroundProcesses { .. } => (S::CONFLICT, "busy"),
             SandboxError::NotCapturable { .. } => (S::CONFLICT, "not_capturable"),
@@ -156,6 +157,7 @@ async fn create(
         base: req.base.map(PathBuf::from),
         net: req.net,
         shell,
+        owner_pid: req.owner_pid,
     };
     blocking(move || s.manager.create(opts))
         .await

@@ -40,6 +40,18 @@ pub struct SandboxRecord {
     /// What the persistent session runs.
     #[serde(default)]
     pub shell: ShellKind,
+    /// The process whose life this sandbox is leased to: when it exits, the daemon
+    /// removes the sandbox (a script killed by SIGKILL leaks nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
+}
+
+/// A process, named so that pid reuse cannot impersonate it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Owner {
+    pub pid: i32,
+    /// Its start time in clock ticks after boot (/proc/PID/stat).
+    pub start: u64,
 }
 
 /// The interpreter of a sandbox's persistent session.

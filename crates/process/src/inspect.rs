@@ -55,6 +55,18 @@ pub fn status_field(pid: i32, key: &str) -> Option<String> {
     field(&status, key).map(str::to_string)
 }
 
+/// When a process started (clock ticks after boot, /proc/PID/stat field 22): with the
+/// pid it names one process for good, since pids are reused.
+pub fn start_time(pid: i32) -> Option<u64> {
+    parse_start_time(&proc_read(pid, "stat").ok()?)
+}
+
+fn parse_start_time(stat: &str) -> Option<u64> {
+    // comm (field 2) may hold spaces and parentheses: count from the last ')'.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
 /// A writable shared mapping in /proc/PID/maps, if any: writes through it from the live
 /// copy would show up in the template.
 pub fn shared_writable_mapping(maps: &str) -> Option<String> {
@@ -288,6 +300,17 @@ pub fn inspect(pid: i32, ctx: &Context) -> Result<Capture> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn start_time_counts_fields_after_the_last_paren() {
+        let stat =
+            "42 (we (ird) x) S 1 42 42 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1000 10";
+        assert_eq!(parse_start_time(stat), Some(987654));
+        assert_eq!(parse_start_time("garbage"), None);
+        let me = std::process::id() as i32;
+        assert!(start_time(me).is_some());
+        assert_eq!(start_time(me), start_time(me));
+    }
 
     const CTX: Context = Context {
         root_mnt: 40,

@@ -41,6 +41,8 @@ pub enum SandboxError {
     BadCommand(String),
     #[error("base directory {path}: {why}")]
     BadBase { path: String, why: String },
+    #[error("owner pid {0} is not a running process; lease the sandbox to a live process (usually the caller's own pid) or to none")]
+    BadOwner(i32),
     #[error("{0}")]
     Io(String),
 }

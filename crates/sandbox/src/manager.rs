@@ -5,9 +5,9 @@ use crate::shell::ExecOutput;
 use crate::{mask, Paths, SandboxError};
 use deltabox_layerstore::{
     diff_views, new_id, render_patch, validate_id, Change, CheckpointRecord, GcReport, IdKind,
-    LayerStore, SandboxRecord, ShellKind, StoreError, Usage, MAX_STACK_DEPTH,
+    LayerStore, Owner, SandboxRecord, ShellKind, StoreError, Usage, MAX_STACK_DEPTH,
 };
-use deltabox_process::MemoryCost;
+use deltabox_process::{inspect, MemoryCost};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -20,6 +20,8 @@ pub struct CreateOptions {
     pub base: Option<PathBuf>,
     pub net: bool,
     pub shell: ShellKind,
+    /// Lease the sandbox to this process: it is removed when the process exits.
+    pub owner_pid: Option<i32>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -33,6 +35,9 @@ pub struct SandboxInfo {
     pub checkpoints: usize,
     pub depth: usize,
     pub created_unix_ms: u64,
+    /// The process the sandbox is leased to, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub owner_pid: Option<i32>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -207,6 +212,16 @@ impl Manager {
     }
 
     pub fn create(&self, opts: CreateOptions) -> Result<SandboxInfo, SandboxError> {
+        let owner = match opts.owner_pid {
+            Some(pid) => Some(Owner {
+                pid,
+                start: (pid > 0)
+                    .then(|| inspect::start_time(pid))
+                    .flatten()
+                    .ok_or(SandboxError::BadOwner(pid))?,
+            }),
+            None => None,
+        };
         let base_in = opts.base.unwrap_or_else(|| PathBuf::from("/"));
         let base = base_in.canonicalize().map_err(|e| SandboxError::BadBase {
             path: base_in.display().to_string(),
@@ -263,6 +278,7 @@ impl Manager {
             head: None,
             net: opts.net,
             shell: opts.shell,
+            owner,
             created_unix_ms: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap_or_default()
@@ -311,6 +327,7 @@ impl Manager {
                 .count(),
             depth: slot.rec.layers.len(),
             created_unix_ms: slot.rec.created_unix_ms,
+            owner_pid: slot.rec.owner.map(|o| o.pid),
         })
     }
 
@@ -441,6 +458,30 @@ impl Manager {
         self.store.discard_layer(&slot.rec.upper);
         self.sandboxes.lock().unwrap().remove(id);
         Ok(())
+    }
+
+    /// Removes the sandboxes whose owner process has exited; returns their ids.
+    pub fn reap_orphans(&self) -> Vec<String> {
+        let leased: Vec<(String, Owner)> = {
+            let hs: Vec<_> = self.sandboxes.lock().unwrap().values().cloned().collect();
+            hs.iter()
+                .filter_map(|h| Some((h.id.clone(), h.slot.lock().unwrap().rec.owner?)))
+                .collect()
+        };
+        leased
+            .into_iter()
+            .filter(|(_, o)| inspect::start_time(o.pid) != Some(o.start))
+            .filter_map(|(id, o)| match self.remove(&id) {
+                Ok(()) => {
+                    tracing::info!(sandbox = %id, owner = o.pid, "owner exited: sandbox removed");
+                    Some(id)
+                }
+                Err(e) => {
+                    tracing::warn!(sandbox = %id, error = %e, "could not remove orphaned sandbox");
+                    None
+                }
+            })
+            .collect()
     }
 
     pub fn remove_checkpoint(&self, id: &str) -> Result<(), SandboxError> {

@@ -183,7 +183,9 @@ class Client:
     /run/deltabox/deltabox.sock), starting one (`deltabox daemon`) if none answers.
 
     Sandboxes created through a client are removed when the client closes, or when the
-    interpreter exits (atexit), unless `keep=True` was given to `create`."""
+    interpreter exits (atexit), unless `keep=True` was given to `create`. They are also
+    leased to this process: if it dies without cleaning up (SIGKILL, OOM), the daemon
+    removes them within a second."""
 
     def __init__(
         self,
@@ -276,11 +278,15 @@ class Client:
         net: bool = False,
         shell: str = "bash",
         keep: bool = False,
+        owner_pid: Optional[int] = None,
     ) -> Sandbox:
-        """A new sandbox. shell: "bash" or "python" (a REPL whose heap checkpoints keep)."""
+        """A new sandbox. shell: "bash" or "python" (a REPL whose heap checkpoints keep).
+        It lives as long as `owner_pid` (default: this process) unless `keep=True`."""
         body: Dict[str, Any] = {"net": net, "shell": shell}
         if base:
             body["base"] = base
+        if owner_pid is not None or not keep:
+            body["owner_pid"] = owner_pid if owner_pid is not None else os.getpid()
         box = Sandbox(self, self._call("POST", "/v1/sandboxes", body))
         if not keep:
             self._owned.add(box.id)
