@@ -122,6 +122,9 @@ enum Cmd {
         llm_min: f64,
         #[arg(long, default_value_t = 20.0)]
         llm_max: f64,
+        /// Only build (or find) the workload and print where it is; measure nothing.
+        #[arg(long)]
+        workload_only: bool,
     },
     #[command(name = "__init", hide = true)]
     Init { config: String },
@@ -159,8 +162,12 @@ fn run(cli: Cli) -> Result<i32> {
         report,
         llm_min,
         llm_max,
+        workload_only,
     } = &cli.cmd
     {
+        if *workload_only {
+            return output::workload(dir, cli.json);
+        }
         let args = output::BenchArgs {
             quick: *quick,
             reps: *reps,

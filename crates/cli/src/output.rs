@@ -294,6 +294,24 @@ fn print_tree(sandbox: &str, nodes: &[api::TreeNode]) {
 }
 
 /// `deltabox bench`: progress on stderr, the table (or JSON) on stdout.
+/// Builds (first time: ~3 min from PyPI) or finds the bench workload.
+pub fn workload(dir: &std::path::Path, json: bool) -> Result<i32> {
+    let w = deltabox_bench::workload::ensure(dir)?;
+    if json {
+        print_json(&w);
+    } else {
+        println!(
+            "Django checkout {} ({} files, {:.1} MB; releases {}), virtualenv python {}",
+            w.repo.display(),
+            w.files,
+            w.bytes as f64 / 1e6,
+            w.versions.join(", "),
+            w.python.display()
+        );
+    }
+    Ok(0)
+}
+
 pub fn bench(args: BenchArgs, json: bool) -> Result<i32> {
     let exe = std::env::current_exe()?;
     let mut opts = deltabox_bench::Options::new(args.quick, args.dir, exe);

@@ -1,7 +1,9 @@
 //! `deltabox bench --quick` end to end: builds (or reuses) the Django workload from PyPI,
 //! measures DeltaBox and the baselines, and writes the report. The bench verifies every
-//! restore it times (heap and files), so a wrong restore fails this test.
+//! restore it times (heap and files), so a wrong restore fails this test. Then the
+//! README's demo (`scripts/demo.py`) on the same workload: its search must find the fix.
 
+mod common;
 use std::process::Command;
 
 #[test]
@@ -76,4 +78,60 @@ fn quick_bench_measures_everything_and_writes_the_report() {
         md.contains("Tree-search overhead") && md.contains("p99"),
         "{md}"
     );
+    demo_search_finds_the_fix();
+}
+
+/// The demo after the bench, not beside it: both use the workload (built on first use).
+fn demo_search_finds_the_fix() {
+    let store = common::Store::new(4 << 30);
+    let dir = &store.dir;
+    let bin = common::BIN;
+    let wl = Command::new(bin)
+        .args(["--json", "bench", "--workload-only"])
+        .output()
+        .unwrap();
+    assert!(
+        wl.status.success(),
+        "{}",
+        String::from_utf8_lossy(&wl.stderr)
+    );
+    let wl_json = dir.path().join("workload.json");
+    std::fs::write(&wl_json, &wl.stdout).unwrap();
+    let venv = dir.path().join("venv");
+    let run = |c: &mut Command| {
+        let o = c.output().unwrap();
+        assert!(
+            o.status.success(),
+            "{c:?}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
+    let py = venv.join("bin/python");
+    let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    run(Command::new(&py)
+        .args(["-m", "pip", "install", "-q"])
+        .arg(format!("{repo}/python")));
+    let out = run(Command::new(&py)
+        .arg(format!("{repo}/scripts/demo.py"))
+        .arg(&wl_json)
+        .env("DELTABOX_BIN", bin)
+        .env("DELTABOX_SOCKET", dir.path().join("d.sock"))
+        .env("DELTABOX_ROOT", &store.root)
+        .env("DELTABOX_LOG", dir.path().join("daemon.log")));
+    assert!(out.contains("solved: best score 1.000"), "{out}");
+    assert!(
+        out.contains("[:-1]),") && out.contains("value.lower())"),
+        "{out}"
+    );
+    let health = run(Command::new(&py)
+        .args([
+            "-c",
+            "import deltabox; print(deltabox.Client(start=False).health()['pid'])",
+        ])
+        .env("DELTABOX_SOCKET", dir.path().join("d.sock")));
+    // SAFETY: kill(2) on the daemon the demo's SDK started for this test.
+    unsafe { libc::kill(health.trim().parse().unwrap(), libc::SIGTERM) };
 }

@@ -23,7 +23,7 @@ from typing import Callable, List, Optional
 from .client import Checkpoint, Result, Sandbox
 
 Policy = Callable[["Node", Sandbox], List[str]]
-Evaluator = Callable[["Node", Sandbox, Result], float]
+Evaluator = Callable[["Node", Sandbox, Optional[Result]], float]
 
 
 @dataclass(eq=False)
@@ -86,6 +86,9 @@ class Search:
         self.nodes: List[Node] = [self.root]
         self.current: Optional[Node] = None
         self.best: Node = self.root
+        # The start state is scored too (result None), so that its untried actions
+        # compete with its children's on equal terms.
+        self.root.score = evaluate(self.root, box, None)
         self._checkpoint(self.root)
 
     # -- state management ------------------------------------------------------------
