@@ -93,6 +93,32 @@ pub struct Checkpoint {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ForkRequest {
+    /// How many sandboxes (1..=256).
+    #[serde(default = "one")]
+    pub n: usize,
+    /// Lease the new sandboxes to this host process (see `CreateRequest::owner_pid`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_pid: Option<i32>,
+}
+
+fn one() -> usize {
+    1
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ForkResponse {
+    pub checkpoint: String,
+    /// The new sandboxes, each a full sandbox starting at the checkpoint.
+    pub ids: Vec<String>,
+    /// Wall time of the whole request, and per sandbox (nearest-rank p50/p99, each).
+    pub ms_total: f64,
+    pub ms_p50: f64,
+    pub ms_p99: f64,
+    pub ms: Vec<f64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RestoreRequest {
     pub checkpoint: String,
     /// Restore the files alone and start a fresh shell (needed when the checkpoint's

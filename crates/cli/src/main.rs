@@ -92,6 +92,17 @@ enum Cmd {
     Tree { sandbox: String },
     /// List sandboxes.
     Ls,
+    /// New sandboxes that start exactly at a checkpoint (files and shell), each with its
+    /// own writable layer and namespaces.
+    Fork {
+        checkpoint: String,
+        /// How many.
+        #[arg(short = 'n', long, default_value_t = 1)]
+        n: usize,
+        /// Lease them to this process (see `create --owner-pid`).
+        #[arg(long)]
+        owner_pid: Option<i32>,
+    },
     /// Remove sandboxes or checkpoints (by id).
     Rm {
         #[arg(required = true)]
@@ -128,12 +139,17 @@ enum Cmd {
     },
     #[command(name = "__init", hide = true)]
     Init { config: String },
+    #[command(name = "__reaper", hide = true)]
+    Reaper { supervisor: i32 },
 }
 
 fn main() {
     let cli = Cli::parse();
     if let Cmd::Init { config } = &cli.cmd {
         deltabox_sandbox::init::init_main(config);
+    }
+    if let Cmd::Reaper { supervisor } = &cli.cmd {
+        deltabox_sandbox::init::reaper_main(*supervisor);
     }
     let code = match run(cli) {
         Ok(code) => code,

@@ -57,6 +57,30 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
                 println!("{}", sb.id);
             }
         }
+        Cmd::Fork {
+            checkpoint,
+            n,
+            owner_pid,
+        } => {
+            let req = api::ForkRequest { n, owner_pid };
+            let url = format!("/v1/checkpoints/{checkpoint}/fork");
+            let r: api::ForkResponse = client.call("POST", &url, Some(&req)).await?;
+            if json {
+                print_json(&r);
+            } else {
+                for id in &r.ids {
+                    println!("{id}");
+                }
+                eprintln!(
+                    "forked {} sandbox(es) from {} in {:.1} ms (each: p50 {:.2} ms, p99 {:.2} ms)",
+                    r.ids.len(),
+                    r.checkpoint,
+                    r.ms_total,
+                    r.ms_p50,
+                    r.ms_p99
+                );
+            }
+        }
         Cmd::Exec {
             sandbox,
             timeout,
@@ -244,7 +268,9 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
                 );
             }
         }
-        Cmd::Daemon | Cmd::Init { .. } | Cmd::Bench { .. } => unreachable!("handled in main"),
+        Cmd::Daemon | Cmd::Init { .. } | Cmd::Reaper { .. } | Cmd::Bench { .. } => {
+            unreachable!("handled in main")
+        }
     }
     Ok(0)
 }

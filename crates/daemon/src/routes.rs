@@ -95,6 +95,7 @@ pub fn router(manager: Arc<Manager>, root: PathBuf) -> Router {
             "/v1/checkpoints/{id}",
             get(get_checkpoint).delete(remove_checkpoint),
         )
+        .route("/v1/checkpoints/{id}/fork", post(fork))
         .route("/v1/diff", get(diff))
         .route("/v1/gc", post(gc))
         .fallback(|| async {
@@ -235,6 +236,44 @@ async fn restore(
         })
     })
     .await
+}
+
+async fn fork(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    body: Option<Json<api::ForkRequest>>,
+) -> Result<(StatusCode, Json<api::ForkResponse>), ApiError> {
+    let req = body.map(|b| b.0).unwrap_or(api::ForkRequest {
+        n: 1,
+        owner_pid: None,
+    });
+    if !(1..=256).contains(&req.n) {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("n = {}: fork makes 1 to 256 sandboxes per request", req.n),
+        ));
+    }
+    let start = std::time::Instant::now();
+    blocking(move || {
+        let (ids, ms) = s.manager.fork(&id, req.n, req.owner_pid)?;
+        let mut sorted = ms.clone();
+        sorted.sort_by(f64::total_cmp);
+        let rank = |q: f64| {
+            let i = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+            sorted[i]
+        };
+        Ok(api::ForkResponse {
+            checkpoint: id,
+            ids,
+            ms_total: start.elapsed().as_secs_f64() * 1000.0,
+            ms_p50: rank(0.5),
+            ms_p99: rank(0.99),
+            ms,
+        })
+    })
+    .await
+    .map(|j| (StatusCode::CREATED, j))
 }
 
 async fn tree(

@@ -229,6 +229,11 @@ pub trait World {
     fn pidfd_target(&self, pid: i32, fd: i32) -> Option<i32>;
     /// Reads an i32 from process `pid`'s memory.
     fn read_i32(&self, pid: i32, addr: u64) -> Option<i32>;
+    /// The world as thread `tid` sees it, if not this one (a caller in a sandbox forked
+    /// from this one numbers pids in its own pid namespace).
+    fn seen_by(&self, _tid: i32) -> Option<Box<dyn World + '_>> {
+        None
+    }
 }
 
 /// Decides one watched call made by thread `tid`.
@@ -298,7 +303,13 @@ pub fn serve_one(listener: &OwnedFd, w: &dyn World) -> Result<()> {
         });
     }
     let verdict = match sys_of(req.data.arch, req.data.nr) {
-        Some(sys) => decide(sys, &req.data.args, req.pid as i32, w),
+        Some(sys) => {
+            let tid = req.pid as i32;
+            match w.seen_by(tid) {
+                Some(view) => decide(sys, &req.data.args, tid, view.as_ref()),
+                None => decide(sys, &req.data.args, tid, w),
+            }
+        }
         None => Verdict::Continue,
     };
     // SAFETY: as above, plain data.

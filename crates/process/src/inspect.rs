@@ -7,7 +7,7 @@ use std::path::PathBuf;
 /// An open file the process must reopen on its new root after a move: a fork shares
 /// the open file (and its offset) with the template, and the old one points into the
 /// template's frozen layers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OpenFile {
     pub fd: i32,
     pub path: PathBuf,
@@ -17,7 +17,7 @@ pub struct OpenFile {
 }
 
 /// What has to be carried over when a copy of the process moves to another root.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Capture {
     pub pid: i32,
     pub comm: String,

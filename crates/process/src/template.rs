@@ -43,6 +43,21 @@ impl Move {
         Ok(pid)
     }
 
+    /// Takes over a running copy of a checkpointed process (made by another tracer, which
+    /// let it go) to finish its move onto the current root.
+    pub fn adopt(pid: Pid, cap: Capture, dumpable: Option<u64>) -> Result<Move> {
+        Ok(Move {
+            tracee: Tracee::seize(pid)?,
+            cap,
+            dumpable,
+        })
+    }
+
+    /// The process, held: for syscalls to inject before [`Move::finish`].
+    pub fn tracee(&mut self) -> &mut Tracee {
+        &mut self.tracee
+    }
+
     /// Lets the process run on, unmoved (the checkpoint was abandoned).
     pub fn abandon(self) {
         let _ = self.tracee.detach();
@@ -148,6 +163,24 @@ pub fn checkpoint(live: Pid, ctx: &Context) -> Result<(Template, Move)> {
 impl Template {
     pub fn pid(&self) -> Pid {
         self.tracee.pid
+    }
+
+    /// What was captured at the checkpoint (cwd, open files).
+    pub fn capture(&self) -> &Capture {
+        &self.cap
+    }
+
+    /// PR_GET_DUMPABLE of the process at the checkpoint.
+    pub fn dumpable(&self) -> u64 {
+        self.dumpable
+    }
+
+    /// A copy made with extra clone flags (new namespaces, for a forked sandbox): the
+    /// caller drives it. Returns it and its pid as the template sees it.
+    pub fn clone_with(&mut self, flags: u64) -> Result<(Tracee, i32)> {
+        let r = self.tracee.clone_with(flags);
+        self.tracee.park()?;
+        r
     }
 
     /// The process's working directory at the checkpoint.

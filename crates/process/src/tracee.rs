@@ -240,6 +240,13 @@ impl Tracee {
     /// reaper owns both), starts traced and stopped, and resumes where this one would.
     pub fn fork(&mut self) -> Result<Tracee> {
         let flags = (libc::CLONE_PARENT | libc::SIGCHLD) as u64;
+        self.clone_with(flags).map(|(t, _)| t)
+    }
+
+    /// `clone(flags)` in the process (no new stack: a fork); the copy starts traced and
+    /// stopped. Also returns the copy's pid as the process sees it (in its namespace for
+    /// children, which `flags` may make a new one).
+    pub fn clone_with(&mut self, flags: u64) -> Result<(Tracee, i32)> {
         let (rv, child) = self.run(libc::SYS_clone, &[flags, 0, 0, 0, 0])?;
         if rv < 0 {
             return Err(ProcessError::Injected {
@@ -256,12 +263,61 @@ impl Tracee {
                 _ => ptrace::cont(child, None).map_err(ptrace_err("cont", child))?,
             }
         }
-        Ok(Tracee {
+        let t = Tracee {
             pid: child,
             resume: self.resume,
             syscall_at: self.syscall_at,
             deferred: Vec::new(),
+        };
+        Ok((t, rv as i32))
+    }
+
+    /// A pipe in the process (close-on-exec): its (read, write) descriptor numbers there.
+    pub fn pipe(&mut self) -> Result<(i32, i32)> {
+        self.with_scratch(&[0u8; 8], |t, addr| {
+            t.call("pipe2", libc::SYS_pipe2, &[addr, libc::O_CLOEXEC as u64])?;
+            let b = t.read_mem(addr, 8)?;
+            let fd = |i: usize| i32::from_ne_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+            Ok((fd(0), fd(4)))
         })
+    }
+
+    /// Where `with_scratch` puts `len` bytes (for data that points into itself).
+    pub fn scratch_addr(&self, len: usize) -> u64 {
+        (self.resume.rsp - 128 - 256 - len as u64) & !15
+    }
+
+    /// Replaces the process's program: execve(path, argv, no environment). The old
+    /// program's state is gone, so let it go with [`Tracee::release`], not `detach`.
+    pub fn exec(&mut self, path: &str, argv: &[&str]) -> Result<()> {
+        let strings: Vec<&str> = std::iter::once(path).chain(argv.iter().copied()).collect();
+        let ptrs_len = (argv.len() + 2) * 8;
+        let strs_len: usize = strings.iter().map(|s| s.len() + 1).sum();
+        let base = self.scratch_addr(ptrs_len + strs_len);
+        let mut ptrs = Vec::new();
+        let mut strs = Vec::new();
+        for s in &strings {
+            ptrs.push(base + ptrs_len as u64 + strs.len() as u64);
+            strs.extend_from_slice(s.as_bytes());
+            strs.push(0);
+        }
+        let mut blob: Vec<u8> = Vec::new();
+        // argv pointers (skip the path), NULL, then envp = NULL.
+        for p in &ptrs[1..] {
+            blob.extend_from_slice(&p.to_ne_bytes());
+        }
+        blob.extend_from_slice(&0u64.to_ne_bytes());
+        blob.extend_from_slice(&0u64.to_ne_bytes());
+        blob.extend_from_slice(&strs);
+        self.write_mem(base, &blob)?;
+        let envp = base + (argv.len() as u64 + 1) * 8;
+        self.call("execve", libc::SYS_execve, &[ptrs[0], base, envp])
+            .map(|_| ())
+    }
+
+    /// Lets a process that exec'd a new program run it.
+    pub fn release(self) -> Result<()> {
+        ptrace::detach(self.pid, None).map_err(ptrace_err("detach", self.pid))
     }
 
     /// Leaves the process stopped, holding the registers it will resume with.

@@ -8,8 +8,9 @@
 //! closes, which tears the whole pid namespace down with it.
 
 use crate::protocol::*;
+use deltabox_process::tracee::Tracee;
 use deltabox_process::{Move, ProcessError, Template};
-use deltabox_sys::{caps, fdpass, mount, net};
+use deltabox_sys::{caps, fdpass, mount, net, pidfd};
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::signal::{kill, SigSet, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -39,6 +40,9 @@ pub fn init_main(config_json: &str) -> ! {
             0,
         )
     };
+    if cfg.adopt.is_some() {
+        adopt_main(cfg)
+    }
     let mut flags = CloneFlags::CLONE_NEWNS
         | CloneFlags::CLONE_NEWPID
         | CloneFlags::CLONE_NEWUTS
@@ -100,6 +104,12 @@ struct Init {
     spares: std::collections::HashMap<String, Move>,
     /// Checkpoints by last use, most recent last.
     recent: std::collections::VecDeque<String>,
+    /// Descriptors that go with the next reply.
+    reply_fds: Vec<OwnedFd>,
+    /// In a forked sandbox: pid 1 of the namespaces (until the root is built), then
+    /// the pipe on which pid 1, the reaper, reports the exits of the processes it reaps.
+    adopt_pidfd: Option<OwnedFd>,
+    reaper: Option<std::fs::File>,
 }
 
 /// Idle time after which init forks a missing spare.
@@ -116,7 +126,9 @@ struct InitWorld<'a> {
 
 impl deltabox_process::guard::World for InitWorld<'_> {
     fn is_template(&self, pid: i32) -> bool {
-        self.templates.contains(&pid)
+        // Processes of sandboxes forked from this one live in pid namespaces nested in
+        // ours: as much out of reach as the templates.
+        self.templates.contains(&pid) || in_nested_pid_ns(pid)
     }
     fn signal_all(&self, sig: i32, except_tgid: i32) -> usize {
         let mut n = 0;
@@ -145,8 +157,108 @@ impl deltabox_process::guard::World for InitWorld<'_> {
         link.strip_prefix("/proc").ok()?.to_str()?.parse().ok()
     }
     fn read_i32(&self, pid: i32, addr: u64) -> Option<i32> {
-        let b = deltabox_process::tracee::read_memory(Pid::from_raw(pid), addr, 4).ok()?;
-        Some(i32::from_ne_bytes(b.try_into().ok()?))
+        read_i32(pid, addr)
+    }
+    fn seen_by(&self, tid: i32) -> Option<Box<dyn deltabox_process::guard::World + '_>> {
+        NestedWorld::of(tid).map(|w| Box::new(w) as _)
+    }
+}
+
+fn read_i32(pid: i32, addr: u64) -> Option<i32> {
+    let b = deltabox_process::tracee::read_memory(Pid::from_raw(pid), addr, 4).ok()?;
+    Some(i32::from_ne_bytes(b.try_into().ok()?))
+}
+
+/// The guard's view for a caller in a sandbox forked from this one (directly or
+/// further down): its shell inherited our seccomp filter, so we answer for it. Pids in
+/// its calls are numbered in its pid namespace, `level` deep as our /proc sees it.
+/// There, out of reach are: processes in ptrace stop (its templates and spares), its
+/// pid 1 (the reaper), processes of another user namespace (its init) and of deeper
+/// pid namespaces (its own forks).
+struct NestedWorld {
+    level: usize,
+    pidns: std::path::PathBuf,
+    userns: std::path::PathBuf,
+}
+
+fn ns_pids(pid: i32) -> Vec<i32> {
+    deltabox_process::inspect::status_field(pid, "NSpid")
+        .map(|v| {
+            v.split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl NestedWorld {
+    fn of(tid: i32) -> Option<NestedWorld> {
+        let level = ns_pids(tid).len();
+        (level > 1).then(|| NestedWorld {
+            level,
+            pidns: std::fs::read_link(format!("/proc/{tid}/ns/pid")).unwrap_or_default(),
+            userns: std::fs::read_link(format!("/proc/{tid}/ns/user")).unwrap_or_default(),
+        })
+    }
+
+    fn same_pidns(&self, p: i32) -> bool {
+        std::fs::read_link(format!("/proc/{p}/ns/pid"))
+            .ok()
+            .as_ref()
+            == Some(&self.pidns)
+    }
+
+    fn protected(&self, p: i32, ids: &[i32]) -> bool {
+        ids.len() > self.level
+            || ids.get(self.level - 1) == Some(&1)
+            || std::fs::read_link(format!("/proc/{p}/ns/user"))
+                .ok()
+                .as_ref()
+                != Some(&self.userns)
+            || deltabox_process::inspect::status_field(p, "State")
+                .is_some_and(|s| s.starts_with('t'))
+    }
+}
+
+impl deltabox_process::guard::World for NestedWorld {
+    fn is_template(&self, pid: i32) -> bool {
+        proc_pids().any(|p| {
+            let ids = ns_pids(p);
+            ids.len() >= self.level
+                && ids[self.level - 1] == pid
+                && (ids.len() > self.level || self.same_pidns(p))
+                && self.protected(p, &ids)
+        })
+    }
+    fn signal_all(&self, sig: i32, except_tgid: i32) -> usize {
+        let mut n = 0;
+        for p in proc_pids() {
+            let ids = ns_pids(p);
+            if p == except_tgid || !self.same_pidns(p) || self.protected(p, &ids) {
+                continue;
+            }
+            // SAFETY: kill(2) with plain integers.
+            if unsafe { libc::kill(p, sig) } == 0 {
+                n += 1;
+            }
+        }
+        n
+    }
+    fn tgid(&self, tid: i32) -> i32 {
+        deltabox_process::inspect::status_field(tid, "Tgid")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(tid)
+    }
+    fn pidfd_target(&self, pid: i32, fd: i32) -> Option<i32> {
+        let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok()?;
+        if let Some(ids) = deltabox_process::inspect::field(&info, "NSpid") {
+            return ids.split_whitespace().nth(self.level - 1)?.parse().ok();
+        }
+        let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
+        link.strip_prefix("/proc").ok()?.to_str()?.parse().ok()
+    }
+    fn read_i32(&self, pid: i32, addr: u64) -> Option<i32> {
+        read_i32(pid, addr)
     }
 }
 
@@ -172,7 +284,35 @@ fn stage2(cfg: InitConfig) -> ! {
         retired: Vec::new(),
         spares: Default::default(),
         recent: Default::default(),
+        reply_fds: Vec::new(),
+        adopt_pidfd: None,
+        reaper: None,
     };
+    if init.cfg.adopt.is_some() {
+        // SAFETY: FD_ADOPT_PIDFD was passed by the daemon and is owned by us from here;
+        // it moves out of the way of the shell's descriptors (FD_SHELL_STDIN is 4 too).
+        let pfd = unsafe { OwnedFd::from_raw_fd(FD_ADOPT_PIDFD) };
+        let high = nix::fcntl::fcntl(pfd.as_raw_fd(), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(100))
+            .unwrap_or_else(|e| die(&format!("dup pidfd: {e}")));
+        // SAFETY: `high` is the fresh duplicate fcntl just made.
+        init.adopt_pidfd = Some(unsafe { OwnedFd::from_raw_fd(high) });
+        // Hold the shell's descriptor numbers (4 to 7) until the shell's pipes take
+        // them, so that nothing opened meanwhile (the signalfd below) lands there.
+        let null = std::fs::File::open("/dev/null")
+            .unwrap_or_else(|e| die(&format!("open /dev/null: {e}")));
+        drop(pfd);
+        for fd in [
+            FD_SHELL_STDIN,
+            FD_SHELL_STDOUT,
+            FD_SHELL_STDERR,
+            FD_SHELL_MARKER,
+        ] {
+            let _ = nix::unistd::dup2(null.as_raw_fd(), fd);
+        }
+        init.session_pipes.clear();
+        // Not pid 1 here (the reaper is): keep the shell's signals off this process.
+        init.protected.insert(nix::unistd::getpid().as_raw());
+    }
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGCHLD);
     mask.thread_block()
@@ -184,11 +324,16 @@ fn stage2(cfg: InitConfig) -> ! {
     .unwrap_or_else(|e| die(&format!("signalfd: {e}")));
     loop {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-        let (ctl_ev, sig_ev, guard_ev) = {
+        let (ctl_ev, sig_ev, reaper_ev, guard_ev) = {
+            let reaper = init.reaper.as_ref().map(|r| r.as_fd());
             let mut fds = vec![
                 PollFd::new(init.ctl.as_fd(), PollFlags::POLLIN),
                 PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
             ];
+            if let Some(r) = reaper {
+                fds.push(PollFd::new(r, PollFlags::POLLIN));
+            }
+            let n_fixed = fds.len();
             fds.extend(
                 init.guards
                     .iter()
@@ -213,7 +358,12 @@ fn stage2(cfg: InitConfig) -> ! {
                         .iter()
                         .map(|f| f.revents().unwrap_or(PollFlags::empty()))
                         .collect();
-                    (ev[0], ev[1], ev[2..].to_vec())
+                    let reaper_ev = if n_fixed > 2 {
+                        ev[2]
+                    } else {
+                        PollFlags::empty()
+                    };
+                    (ev[0], ev[1], reaper_ev, ev[n_fixed..].to_vec())
                 }
             }
         };
@@ -221,6 +371,9 @@ fn stage2(cfg: InitConfig) -> ! {
         if !sig_ev.is_empty() {
             while sfd.read_signal().ok().flatten().is_some() {}
             init.reap();
+        }
+        if !reaper_ev.is_empty() {
+            init.read_reaper();
         }
         if ctl_ev.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR) {
             let (msg, fds) = match fdpass::recv(init.ctl.as_raw_fd()) {
@@ -241,6 +394,12 @@ fn stage2(cfg: InitConfig) -> ! {
             init.retired.clear();
         }
     }
+}
+
+/// Whether `pid` (as our /proc numbers it) lives in a pid namespace below ours.
+fn in_nested_pid_ns(pid: i32) -> bool {
+    deltabox_process::inspect::status_field(pid, "NSpid")
+        .is_some_and(|v| v.split_whitespace().count() > 1)
 }
 
 /// Pids of the sandbox's pid namespace (init's /proc).
@@ -267,9 +426,36 @@ const PROC_READONLY: &[&str] = &["sys", "irq", "bus", "fs"];
 const NEXT: &str = "/dev/.deltabox-next";
 
 impl Init {
-    fn send(&self, reply: &Reply) {
+    fn send(&mut self, reply: &Reply) {
         let data = serde_json::to_vec(reply).expect("replies serialize");
-        let _ = fdpass::send(self.ctl.as_raw_fd(), &data, &[]);
+        let fds: Vec<i32> = self.reply_fds.iter().map(|f| f.as_raw_fd()).collect();
+        let _ = fdpass::send(self.ctl.as_raw_fd(), &data, &fds);
+        self.reply_fds.clear();
+    }
+
+    /// Exits reported by the reaper (pid 1 of a forked sandbox), one "pid code" a line.
+    fn read_reaper(&mut self) {
+        use std::io::Read;
+        let Some(r) = self.reaper.as_mut() else {
+            return;
+        };
+        let mut buf = [0u8; 4096];
+        let n = match r.read(&mut buf) {
+            Ok(0) | Err(_) => {
+                // The reaper is gone, and with it the sandbox's pid namespace.
+                eprintln!("deltabox init: the reaper (pid 1) is gone");
+                std::process::exit(0)
+            }
+            Ok(n) => n,
+        };
+        for line in String::from_utf8_lossy(&buf[..n]).lines() {
+            let mut it = line
+                .split_whitespace()
+                .filter_map(|x| x.parse::<i32>().ok());
+            if let (Some(pid), Some(code)) = (it.next(), it.next()) {
+                self.child_gone(Pid::from_raw(pid), code);
+            }
+        }
     }
 
     /// Marks `ck` as just used (it keeps a spare while among the `SPARES` most recent).
@@ -515,10 +701,14 @@ impl Init {
             .first()
             .ok_or_else(|| "no mount descriptor sent".to_string());
         let res: R<Reply> = match req {
+            Request::Root if self.cfg.adopt.is_some() => {
+                mnt.and_then(|m| self.adopt_root(m)).map(|_| ok())
+            }
             Request::Root => mnt
-                .and_then(|m| self.setup_root(m))
+                .and_then(|m| self.setup_root(m, None))
                 .and_then(|_| self.start_shell())
                 .map(|_| ok()),
+            Request::Fork { ck } => return self.fork_sandbox(&ck),
             Request::Checkpoint { ck } => return self.checkpoint(ck),
             Request::Restore { ck, files_only } => return self.restore(&ck, files_only),
             Request::Mount => Err("a mount arrived with no checkpoint or restore to use it".into()),
@@ -567,7 +757,13 @@ impl Init {
     fn others(&self) -> Vec<ProcInfo> {
         let mut out = Vec::new();
         for pid in proc_pids() {
-            if pid == 1 || Some(Pid::from_raw(pid)) == self.shell || self.protected.contains(&pid) {
+            if pid == 1
+                || Some(Pid::from_raw(pid)) == self.shell
+                || self.protected.contains(&pid)
+                || in_nested_pid_ns(pid)
+            {
+                // (Processes of nested pid namespaces belong to sandboxes forked from
+                // this one: never ours to list or kill.)
                 continue;
             }
             // Exiting processes (a restore's old shell freeing its memory) are harmless.
@@ -583,21 +779,37 @@ impl Init {
         out
     }
 
-    fn setup_root(&mut self, mnt: &OwnedFd) -> R<()> {
+    /// Builds the sandbox's root on `mnt` and pivots into it. `made` holds proc and sysfs
+    /// mounts made beforehand (a forked sandbox makes them before joining its mount
+    /// namespace, which a user namespace owns: a fresh proc there would be refused).
+    fn setup_root(&mut self, mnt: &OwnedFd, made: Option<(OwnedFd, Option<OwnedFd>)>) -> R<()> {
         let e = |x: deltabox_sys::SysError| x.to_string();
         mount::make_rprivate().map_err(e)?;
-        let root = Path::new(&self.cfg.staging);
+        let root = if made.is_some() {
+            Path::new(NEXT)
+        } else {
+            Path::new(&self.cfg.staging)
+        };
         mount::attach_mount(mnt, root).map_err(e)?;
         let proc_ = root.join("proc");
-        mount::mount_fs(
-            "proc",
-            &proc_,
-            nix::mount::MsFlags::MS_NOSUID
-                | nix::mount::MsFlags::MS_NODEV
-                | nix::mount::MsFlags::MS_NOEXEC,
-            None,
-        )
-        .map_err(e)?;
+        let sysfs = match made {
+            Some((p, sysfs)) => {
+                mount::attach_mount(&p, &proc_).map_err(e)?;
+                sysfs
+            }
+            None => {
+                mount::mount_fs(
+                    "proc",
+                    &proc_,
+                    nix::mount::MsFlags::MS_NOSUID
+                        | nix::mount::MsFlags::MS_NODEV
+                        | nix::mount::MsFlags::MS_NOEXEC,
+                    None,
+                )
+                .map_err(e)?;
+                None
+            }
+        };
         for m in PROC_READONLY {
             let p = proc_.join(m);
             if p.exists() {
@@ -652,7 +864,9 @@ impl Init {
         )
         .map_err(e)?;
         let sys = root.join("sys");
-        if sys.is_dir() {
+        if let (Some(fs), true) = (&sysfs, sys.is_dir()) {
+            let _ = mount::attach_mount(fs, &sys);
+        } else if sys.is_dir() {
             // Read-only sysfs; without CAP_SYS_ADMIN the sandbox cannot remount it.
             let _ = mount::mount_fs(
                 "sysfs",
@@ -857,6 +1071,406 @@ fn switch_root(mnt: &OwnedFd) -> R<()> {
     mount::detach(Path::new(".")).map_err(e)?;
     std::env::set_current_dir("/").map_err(|x| format!("chdir /: {x}"))?;
     Ok(())
+}
+
+/// Flags of the clone that makes a forked sandbox's pid 1 from a template: new user
+/// namespace first, so that the template (which has no capabilities) may make the rest.
+fn fork_clone_flags(net: bool) -> u64 {
+    let mut f = libc::CLONE_NEWUSER
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWNS
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWCGROUP
+        | libc::CLONE_PARENT
+        | libc::SIGCHLD;
+    if !net {
+        f |= libc::CLONE_NEWNET;
+    }
+    f as u64
+}
+
+fn inject_close(t: &mut Tracee, fd: i32) {
+    let _ = t.call("close", libc::SYS_close, &[fd as u64]);
+}
+
+fn inject_dup3(t: &mut Tracee, from: i32, to: i32) -> Result<(), ProcessError> {
+    t.call("dup3", libc::SYS_dup3, &[from as u64, to as u64, 0])
+        .map(|_| ())
+}
+
+/// Gives a forked sandbox's shell the capabilities a sandbox shell has (it was made
+/// with all of them in its new user namespace): the same steps as `caps::drop_to`.
+fn drop_caps_in(t: &mut Tracee, keep: &[u32]) -> Result<(), ProcessError> {
+    for cap in 0..=caps::last_cap() {
+        if !keep.contains(&cap) {
+            t.call(
+                "prctl(PR_CAPBSET_DROP)",
+                libc::SYS_prctl,
+                &[libc::PR_CAPBSET_DROP as u64, cap as u64],
+            )?;
+        }
+    }
+    t.call(
+        "prctl(PR_CAP_AMBIENT)",
+        libc::SYS_prctl,
+        &[
+            libc::PR_CAP_AMBIENT as u64,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as u64,
+        ],
+    )?;
+    let mut mask = [0u32; 2];
+    for &c in keep {
+        mask[(c / 32) as usize] |= 1 << (c % 32);
+    }
+    // v3 header {version, pid} then two {effective, permitted, inheritable}.
+    let mut blob = Vec::new();
+    for w in [0x2008_0522u32, 0, mask[0], mask[0], 0, mask[1], mask[1], 0] {
+        blob.extend_from_slice(&w.to_ne_bytes());
+    }
+    t.with_scratch(&blob, |t, addr| {
+        t.call("capset", libc::SYS_capset, &[addr, addr + 8])
+            .map(|_| ())
+    })
+}
+
+impl Init {
+    /// `Request::Fork`: a copy of the template of `ck` in new namespaces (pid 1 there)
+    /// and a shell-to-be forked from it, both left running but blocked on fresh pipes,
+    /// for the forked sandbox's own init to take over (see `Adopt`).
+    fn fork_sandbox(&mut self, ck: &str) -> Reply {
+        let Some(t) = self.templates.get_mut(ck) else {
+            return Reply::NoTemplate { ck: ck.to_string() };
+        };
+        let (capture, dumpable) = (t.capture().clone(), t.dumpable());
+        let c = match t.clone_with(fork_clone_flags(self.cfg.net)) {
+            Ok((c, _)) => c,
+            Err(e) => return process_error(e),
+        };
+        let cpid = c.pid;
+        match prepare_fork(c, &self.session_pipes) {
+            Ok((shell, shell_fds)) => match pidfd::open(cpid.as_raw()) {
+                Ok(pfd) => {
+                    self.reply_fds.push(pfd);
+                    Reply::Forked(Adopt {
+                        shell,
+                        shell_fds,
+                        capture,
+                        dumpable,
+                    })
+                }
+                Err(e) => {
+                    let _ = kill(cpid, Signal::SIGKILL);
+                    Reply::Err {
+                        error: e.to_string(),
+                    }
+                }
+            },
+            Err(error) => {
+                // pid 1 of the new namespaces: its death takes the shell-to-be along.
+                let _ = kill(cpid, Signal::SIGKILL);
+                Reply::Err { error }
+            }
+        }
+    }
+
+    /// `Request::Root` in a forked sandbox: proc and sysfs of the joined namespaces,
+    /// then the mount namespace, the root, the shell, and pid 1 turned into the reaper.
+    fn adopt_root(&mut self, mnt: &OwnedFd) -> R<()> {
+        let e = |x: deltabox_sys::SysError| x.to_string();
+        let pfd = self
+            .adopt_pidfd
+            .take()
+            .ok_or("the root of a forked sandbox is built once")?;
+        let attrs = libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV | libc::MOUNT_ATTR_NOEXEC;
+        let proc_ = mount::fs_mount_fd("proc", attrs).map_err(e)?;
+        let sysfs = mount::fs_mount_fd("sysfs", attrs | libc::MOUNT_ATTR_RDONLY).ok();
+        // Our own binary, for pid 1 to exec as the reaper (from inside the joined mount
+        // namespace no path reaches it).
+        let exe = mount::clone_tree(Path::new("/proc/self/exe")).map_err(e)?;
+        pidfd::join(&pfd, libc::CLONE_NEWNS).map_err(e)?;
+        self.setup_root(mnt, Some((proc_, sysfs)))?;
+        let adopt = self.cfg.adopt.clone().ok_or("not a forked sandbox")?;
+        self.take_shell(&adopt)
+            .map_err(|x| format!("taking over the shell: {x}"))?;
+        self.start_reaper(&pfd, &exe)
+            .map_err(|x| format!("starting the reaper: {x}"))
+    }
+
+    /// Takes the shell-to-be over: its pipes' other ends (they go to the daemon with
+    /// the reply), a sandbox shell's capabilities, a guard of its own, then the move of
+    /// its cwd and files onto this root.
+    fn take_shell(&mut self, a: &Adopt) -> R<()> {
+        let spid = a.shell;
+        let sfd = pidfd::open(spid).map_err(|x| x.to_string())?;
+        let take = |fd: i32| pidfd::take_fd(&sfd, fd).map_err(|x| x.to_string());
+        let mut ends = Vec::new();
+        for fd in a.shell_fds {
+            ends.push(take(fd)?);
+        }
+        // The shell's own ends, on the descriptors a fresh shell is started with (after
+        // `exit` in the shell, or a files-only restore).
+        for (fd, mine) in [
+            (0, FD_SHELL_STDIN),
+            (1, FD_SHELL_STDOUT),
+            (2, FD_SHELL_STDERR),
+            (SHELL_MARKER_FD, FD_SHELL_MARKER),
+        ] {
+            let f = take(fd)?;
+            nix::unistd::dup2(f.as_raw_fd(), mine).map_err(|x| format!("dup2: {x}"))?;
+        }
+        let pe = |x: ProcessError| x.to_string();
+        let mut m =
+            Move::adopt(Pid::from_raw(spid), a.capture.clone(), Some(a.dumpable)).map_err(pe)?;
+        // The shell keeps the guard it inherited: a process can have only one seccomp
+        // listener in its filter chain, and the root sandbox's init holds it (it answers
+        // for forks too: see NestedWorld).
+        for fd in a.shell_fds {
+            inject_close(m.tracee(), fd);
+        }
+        if let Err(x) = drop_caps_in(m.tracee(), caps::KEEP) {
+            m.kill();
+            return Err(x.to_string());
+        }
+        let pid = m.finish().map_err(pe)?;
+        self.shell = Some(pid);
+        self.session_pipes = ends
+            .iter()
+            .filter_map(|f| {
+                nix::sys::stat::fstat(f.as_raw_fd())
+                    .ok()
+                    .map(|st| st.st_ino)
+            })
+            .collect();
+        self.reply_fds.extend(ends);
+        Ok(())
+    }
+
+    /// Turns pid 1 (the template's copy, blocked on a pipe) into `deltabox __reaper`:
+    /// it reaps every orphan and reports exits on a pipe to this init.
+    fn start_reaper(&mut self, pfd: &OwnedFd, exe_mount: &OwnedFd) -> R<()> {
+        let pe = |x: ProcessError| x.to_string();
+        let mut c = Tracee::seize(Pid::from_raw(1)).map_err(pe)?;
+        // Its stdout becomes the write end (fds 1 and 2 are closed: the pipe may land
+        // there, so the read end goes first).
+        let (r, w) = c.pipe().map_err(pe)?;
+        let reports = pidfd::take_fd(pfd, r).map_err(|x| x.to_string())?;
+        inject_close(&mut c, r);
+        if w != 1 {
+            inject_dup3(&mut c, w, 1).map_err(pe)?;
+            inject_close(&mut c, w);
+        }
+        let exe = Path::new("/dev/.deltabox-reaper");
+        std::fs::write(exe, b"").map_err(|x| format!("create {}: {x}", exe.display()))?;
+        let bound = mount::attach_mount(exe_mount, exe);
+        let me = nix::unistd::getpid().as_raw().to_string();
+        let r = bound.map_err(|x| x.to_string()).and_then(|_| {
+            c.exec(&exe.to_string_lossy(), &["deltabox", "__reaper", &me])
+                .map_err(pe)
+        });
+        let _ = mount::detach(exe);
+        let _ = std::fs::remove_file(exe);
+        r?;
+        c.release().map_err(pe)?;
+
+        self.reaper = Some(std::fs::File::from(reports));
+        Ok(())
+    }
+}
+
+/// Prepares a fork's pid 1 (`c`, just cloned from a template, traced by us): maps its
+/// user namespace, forks the shell-to-be from it, and gives both fresh pipes in place
+/// of the parent sandbox's session pipes, so that neither reads the parent's commands.
+/// Returns the shell's pid in the new pid namespace and the pipe ends it keeps for the
+/// daemon (see `Adopt`).
+fn prepare_fork(mut c: Tracee, session_pipes: &[u64]) -> R<(i32, [i32; 4])> {
+    let pe = |x: ProcessError| x.to_string();
+    write_id_maps(c.pid.as_raw())?;
+    let (mut s, s_ns) = c.clone_with(libc::SIGCHLD as u64).map_err(pe)?;
+    let r = (|| {
+        let (in_r, in_w) = s.pipe()?;
+        let (out_r, out_w) = s.pipe()?;
+        let (err_r, err_w) = s.pipe()?;
+        let (mk_r, mk_w) = s.pipe()?;
+        // Every descriptor on one of our session pipes (0-2, the marker, and copies such
+        // as bash's 255) moves to the same end of the new pipe.
+        let fresh = [in_r, out_w, err_w, mk_w];
+        for (fd, ino) in pipe_fds(s.pid.as_raw()) {
+            if let Some(i) = session_pipes.iter().position(|p| *p == ino) {
+                inject_dup3(&mut s, fresh[i], fd)?;
+            }
+        }
+        for fd in fresh {
+            inject_close(&mut s, fd);
+        }
+        Ok([in_w, out_r, err_r, mk_r])
+    })()
+    .map_err(pe);
+    let ends = match r {
+        Ok(e) => e,
+        Err(x) => {
+            s.kill();
+            return Err(x);
+        }
+    };
+    s.detach().map_err(pe)?;
+    // pid 1 blocks on a pipe whose writer it holds itself, until its init takes it.
+    let (cr, _cw) = c.pipe().map_err(pe)?;
+    inject_dup3(&mut c, cr, 0).map_err(pe)?;
+    for fd in [cr, 1, 2, SHELL_MARKER_FD] {
+        inject_close(&mut c, fd);
+    }
+    c.detach().map_err(pe)?;
+    Ok((s_ns, ends))
+}
+
+/// Maps ids 1:1 in the new user namespace of `pid` (root inside is root outside, with
+/// capabilities only inside). Only a process in that namespace's parent may write the
+/// maps: in a forked sandbox that is its own user namespace, which this init is not in
+/// (it keeps the host's capabilities), so a short-lived helper joins it to write them.
+fn write_id_maps(pid: i32) -> R<()> {
+    let write = || -> std::io::Result<()> {
+        for f in ["uid_map", "gid_map"] {
+            std::fs::write(format!("/proc/{pid}/{f}"), "0 0 4294967295")?;
+        }
+        Ok(())
+    };
+    match write() {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => {}
+        r => return r.map_err(|x| format!("write the id maps of the fork: {x}")),
+    }
+    // SAFETY: init is single-threaded, so the child may run any code; it only joins a
+    // namespace, writes two files and exits.
+    match unsafe { fork() } {
+        Err(e) => Err(format!("fork the id-map helper: {e}")),
+        Ok(ForkResult::Child) => {
+            let ok = std::fs::File::open("/proc/1/ns/user").is_ok_and(|ns| {
+                // SAFETY: setns with a namespace fd we own.
+                unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWUSER) == 0 }
+            }) && write().is_ok();
+            // SAFETY: leaving the forked child without running the parent's destructors.
+            unsafe { libc::_exit(if ok { 0 } else { 1 }) }
+        }
+        Ok(ForkResult::Parent { child }) => match waitpid(child, None) {
+            Ok(WaitStatus::Exited(_, 0)) => Ok(()),
+            other => Err(format!(
+                "write the id maps of the fork from its parent user namespace: {other:?}"
+            )),
+        },
+    }
+}
+
+/// The descriptors of process `pid` that are pipes, with the pipes' inodes.
+fn pipe_fds(pid: i32) -> Vec<(i32, u64)> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| {
+        let e = e.ok()?;
+        let fd = e.file_name().to_str()?.parse().ok()?;
+        let link = std::fs::read_link(e.path()).ok()?;
+        let ino = link
+            .to_str()?
+            .strip_prefix("pipe:[")?
+            .strip_suffix(']')?
+            .parse()
+            .ok()?;
+        Some((fd, ino))
+    })
+    .collect()
+}
+
+/// `deltabox __init` of a forked sandbox, stage 1: join the namespaces the parent's
+/// init made (all but the user namespace: this init keeps the host's capabilities),
+/// then fork stage 2 into the new pid namespace.
+fn adopt_main(cfg: InitConfig) -> ! {
+    // SAFETY: closes descriptors above our fixed ones; nothing in this process uses them.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            FD_ADOPT_PIDFD as u32 + 1,
+            u32::MAX,
+            0,
+        )
+    };
+    // SAFETY: the daemon passed a pidfd on FD_ADOPT_PIDFD; stage 1 only borrows it.
+    let pfd = std::mem::ManuallyDrop::new(unsafe { OwnedFd::from_raw_fd(FD_ADOPT_PIDFD) });
+    let flags = libc::CLONE_NEWPID
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWCGROUP
+        | libc::CLONE_NEWNET;
+    pidfd::join(&pfd, flags).unwrap_or_else(|e| die(&format!("join the fork's namespaces: {e}")));
+    // SAFETY: this process is single-threaded (freshly exec'd), so fork is safe.
+    match unsafe { fork() } {
+        Err(e) => die(&format!("fork: {e}")),
+        Ok(ForkResult::Child) => {
+            // SAFETY: prctl with integer arguments.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+            stage2(cfg)
+        }
+        Ok(ForkResult::Parent { child }) => {
+            for fd in [FD_CONTROL, FD_ADOPT_PIDFD] {
+                // SAFETY: closing our own inherited descriptors.
+                unsafe { libc::close(fd) };
+            }
+            loop {
+                match waitpid(child, None) {
+                    Ok(WaitStatus::Exited(_, c)) => std::process::exit(c),
+                    Ok(WaitStatus::Signaled(..)) => std::process::exit(137),
+                    Err(nix::Error::EINTR) | Ok(_) => continue,
+                    Err(_) => std::process::exit(1),
+                }
+            }
+        }
+    }
+}
+
+/// `deltabox __reaper SUPERVISOR`: pid 1 of a forked sandbox. Reaps every process that
+/// ends up its child and reports "pid code" lines on stdout (a pipe to the sandbox's
+/// init, SUPERVISOR); exits, taking the pid namespace along, when that init is gone.
+pub fn reaper_main(supervisor: i32) -> ! {
+    // SAFETY: closes descriptors the template's copy held; we use only stdout.
+    unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0) };
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    let _ = mask.thread_block();
+    let Ok(sfd) =
+        nix::sys::signalfd::SignalFd::with_flags(&mask, nix::sys::signalfd::SfdFlags::SFD_NONBLOCK)
+    else {
+        std::process::exit(1)
+    };
+    let Ok(sup) = pidfd::open(supervisor) else {
+        std::process::exit(0)
+    };
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    loop {
+        loop {
+            match waitpid(
+                Pid::from_raw(-1),
+                Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL),
+            ) {
+                Ok(WaitStatus::Exited(pid, code)) => report(pid, code),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => report(pid, 128 + sig as i32),
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+        let mut fds = [
+            PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
+            PollFd::new(sup.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) if fds[1].revents().is_some_and(|r| !r.is_empty()) => std::process::exit(0),
+            _ => while sfd.read_signal().ok().flatten().is_some() {},
+        }
+    }
+}
+
+fn report(pid: Pid, code: i32) {
+    let line = format!("{pid} {code}\n");
+    // SAFETY: write(2) of a buffer we own to our stdout.
+    unsafe { libc::write(1, line.as_ptr().cast(), line.len()) };
 }
 
 #[cfg(test)]

@@ -438,6 +438,75 @@ impl Manager {
         Ok(ms)
     }
 
+    /// New sandboxes that start exactly at checkpoint `checkpoint` (files and shell):
+    /// each on its own writable layer over the checkpoint's frozen ones, with a copy of
+    /// its template in new user/pid/mount/uts/ipc (and net) namespaces. Returns their
+    /// ids and how long each took (ms).
+    pub fn fork(
+        &self,
+        checkpoint: &str,
+        n: usize,
+        owner_pid: Option<i32>,
+    ) -> Result<(Vec<String>, Vec<f64>), SandboxError> {
+        let ck = self.store.checkpoint(checkpoint)?;
+        let owner = match owner_pid {
+            Some(pid) => Some(Owner {
+                pid,
+                start: (pid > 0)
+                    .then(|| inspect::start_time(pid))
+                    .flatten()
+                    .ok_or(SandboxError::BadOwner(pid))?,
+            }),
+            None => None,
+        };
+        let parent = self.handle(&ck.sandbox)?;
+        let (mut ids, mut ms) = (Vec::new(), Vec::new());
+        for _ in 0..n {
+            let start = Instant::now();
+            let upper = self.store.new_layer()?;
+            let rec = {
+                let slot = parent.slot.lock().unwrap();
+                SandboxRecord {
+                    id: new_id(IdKind::Sandbox),
+                    base: ck.base.clone(),
+                    layers: ck.layers.clone(),
+                    upper: upper.clone(),
+                    head: Some(ck.id.clone()),
+                    net: slot.rec.net,
+                    shell: slot.rec.shell,
+                    owner,
+                    created_unix_ms: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .as_millis() as u64,
+                }
+            };
+            let made = self
+                .with_live(&ck.sandbox, |sb, _| sb.fork_from(&ck.id))
+                .and_then(|fork| {
+                    self.store.put_sandbox(&rec)?;
+                    Sandbox::adopt(self.store.clone(), &self.paths, &rec, fork)
+                });
+            self.store.unpin(&upper);
+            match made {
+                Ok(sb) => {
+                    ids.push(rec.id.clone());
+                    self.insert(rec, Some(sb), None);
+                    ms.push(start.elapsed().as_secs_f64() * 1000.0);
+                }
+                Err(e) => {
+                    let _ = self.store.remove_sandbox(&rec.id);
+                    self.store.discard_layer(&upper);
+                    for id in &ids {
+                        let _ = self.remove(id);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok((ids, ms))
+    }
+
     /// Removes a sandbox: kills it at once (an exec running on it fails with "removed"),
     /// then forgets it and its checkpoints.
     pub fn remove(&self, id: &str) -> Result<(), SandboxError> {

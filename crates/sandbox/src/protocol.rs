@@ -14,6 +14,25 @@ pub struct InitConfig {
     pub staging: String,
     pub shell: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// Set for a forked sandbox: init joins the namespaces its parent sandbox made from
+    /// a template (pid 1 there is on `FD_ADOPT_PIDFD`) and takes the shell over.
+    #[serde(default)]
+    pub adopt: Option<Adopt>,
+}
+
+/// What a parent sandbox's init made for a forked child (see `Request::Fork`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Adopt {
+    /// The shell-to-be, by its pid in the child's pid namespace: running, blocked on
+    /// its new (empty) stdin, still on the parent's root.
+    pub shell: i32,
+    /// The daemon's ends of its new pipes, open in the shell until init takes them:
+    /// stdin (write end), stdout, stderr, marker (read ends).
+    pub shell_fds: [i32; 4],
+    /// Its cwd and open files at the checkpoint, to move onto the child's root.
+    pub capture: deltabox_process::inspect::Capture,
+    /// PR_GET_DUMPABLE at the checkpoint.
+    pub dumpable: u64,
 }
 
 /// Fixed descriptor numbers in the init (and, for the shell's, in the shell).
@@ -24,6 +43,8 @@ pub const FD_SHELL_STDERR: i32 = 6;
 pub const FD_SHELL_MARKER: i32 = 7;
 /// Where the shell finds its marker pipe: high, out of the way of user redirections.
 pub const SHELL_MARKER_FD: i32 = 1021;
+/// In a forked sandbox's init: a pidfd of pid 1 of the namespaces to join.
+pub const FD_ADOPT_PIDFD: i32 = 4;
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -48,6 +69,10 @@ pub enum Request {
     Procs,
     /// SIGKILL every process but init, the shell and the templates.
     KillOthers,
+    /// Fork sandbox: a copy of the template of `ck` in new user/pid/mount/uts/ipc/
+    /// cgroup (and net) namespaces, pid 1 there, plus a shell-to-be forked from it.
+    /// Replied with `Forked` and a pidfd of that pid 1.
+    Fork { ck: String },
     /// Send a signal to the shell.
     SignalShell { signal: i32 },
     /// Kill the shell (if alive) and start a new one.
@@ -97,6 +122,8 @@ pub enum Reply {
     NoTemplate {
         ck: String,
     },
+    /// A fork was made (`Request::Fork`); a pidfd of its pid 1 travels alongside.
+    Forked(Adopt),
     /// Unsolicited: the shell exited with this wait status description.
     ShellExited {
         code: i32,

@@ -52,13 +52,18 @@ pub struct Templates {
     table: Arc<std::sync::Mutex<BTreeMap<String, i32>>>,
     /// Host pid of the sandbox's outer init (the parent of its pid-1 init).
     outer: i32,
+    /// Host pid of a forked sandbox's pid 1 (the reaper: the templates' parent).
+    reaper: Option<i32>,
 }
 
 impl Templates {
     /// Each live template's memory, by checkpoint id.
     pub fn memory(&self) -> BTreeMap<String, (i32, MemoryCost)> {
         let table = self.table.lock().unwrap().clone();
-        let Some(init) = children(self.outer).into_iter().next() else {
+        let Some(init) = self
+            .reaper
+            .or_else(|| children(self.outer).into_iter().next())
+        else {
             return BTreeMap::new();
         };
         let host: std::collections::HashMap<i32, i32> = children(init)
@@ -118,59 +123,12 @@ impl Sandbox {
         let (out_r, out_w) = pipe()?;
         let (err_r, err_w) = pipe()?;
         let (mark_r, mark_w) = pipe()?;
-        let cfg = InitConfig {
-            hostname: rec.id.clone(),
-            net: rec.net,
-            staging: paths.staging().to_string_lossy().into_owned(),
-            shell: rec.shell.argv(),
-            env: vec![
-                (
-                    "PATH".into(),
-                    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
-                ),
-                ("HOME".into(), "/root".into()),
-                ("TERM".into(), "dumb".into()),
-                ("LANG".into(), "C.UTF-8".into()),
-                ("DELTABOX_SANDBOX".into(), rec.id.clone()),
-            ],
-        };
-        let child_fds = [
-            ctl_child.as_raw_fd(),
-            in_r.as_raw_fd(),
-            out_w.as_raw_fd(),
-            err_w.as_raw_fd(),
-            mark_w.as_raw_fd(),
-        ];
-        let mut cmd = std::process::Command::new(&paths.init_exe);
-        cmd.arg("__init")
-            .arg(serde_json::to_string(&cfg).expect("config serializes"))
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null());
-        // SAFETY: the closure only calls dup/dup2 (async-signal-safe) on descriptors that
-        // stay open in the parent until spawn returns.
-        unsafe {
-            cmd.pre_exec(move || {
-                let mut high = [0i32; 5];
-                for (i, fd) in child_fds.iter().enumerate() {
-                    high[i] = libc::fcntl(*fd, libc::F_DUPFD, 100);
-                    if high[i] < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                for (i, fd) in high.iter().enumerate() {
-                    if libc::dup2(*fd, FD_CONTROL + i as i32) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    libc::close(*fd);
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().map_err(|e| SandboxError::Init {
-            id: rec.id.clone(),
-            during: "starting",
-            detail: format!("run {}: {e}", paths.init_exe.display()),
-        })?;
+        let child = spawn_init(
+            paths,
+            rec,
+            init_config(paths, rec, None),
+            &[&ctl_child, &in_r, &out_w, &err_w, &mark_w],
+        )?;
         drop((ctl_child, in_r, out_w, err_w, mark_w));
         let outer = child.id() as i32;
         let mut sb = Sandbox {
@@ -199,6 +157,86 @@ impl Sandbox {
         Ok(sb)
     }
 
+    /// Starts a forked sandbox on what its parent's init made (`Sandbox::fork_from`):
+    /// its init joins those namespaces, builds the root and takes the shell over; the
+    /// shell's pipes come back with the reply.
+    pub fn adopt(
+        store: Arc<LayerStore>,
+        paths: &Paths,
+        rec: &SandboxRecord,
+        fork: Fork,
+    ) -> Result<Self, SandboxError> {
+        let (ctl, ctl_child) =
+            fdpass::seqpacket_pair().map_err(SandboxError::sys("control socket"))?;
+        let reaper = pidfd_host_pid(&fork.pidfd);
+        let child = spawn_init(
+            paths,
+            rec,
+            init_config(paths, rec, Some(fork.adopt)),
+            &[&ctl_child, &fork.pidfd],
+        )?;
+        drop((ctl_child, fork.pidfd));
+        let fail = |during: &'static str, detail: String| SandboxError::Init {
+            id: rec.id.clone(),
+            during,
+            detail,
+        };
+        let mut child = KillOnDrop(Some(child));
+        let mnt = mount_for(&store, &rec.layers, &rec.base, &rec.upper)?;
+        let data = serde_json::to_vec(&Request::Root).expect("requests serialize");
+        fdpass::send(ctl.as_raw_fd(), &data, &[mnt.as_raw_fd()])
+            .map_err(|e| fail("setting up its root", e.to_string()))?;
+        let (reply, mut fds) = recv_reply(&ctl, Duration::from_secs(30))
+            .map_err(|e| fail("setting up its root", e))?;
+        match reply {
+            Reply::Ok(_) if fds.len() == 4 => {}
+            Reply::Err { error } => return Err(fail("taking over the forked shell", error)),
+            other => {
+                return Err(fail(
+                    "taking over the forked shell",
+                    format!("unexpected reply {other:?} with {} descriptors", fds.len()),
+                ))
+            }
+        }
+        let mark_r = fds.pop().unwrap();
+        let err_r = fds.pop().unwrap();
+        let out_r = fds.pop().unwrap();
+        let in_w = fds.pop().unwrap();
+        let child = child.0.take().unwrap();
+        let outer = child.id() as i32;
+        Ok(Sandbox {
+            id: rec.id.clone(),
+            child,
+            ctl,
+            pipes: ShellPipes::new(in_w, out_r, err_r, mark_r),
+            store,
+            seq: 0,
+            shell_dead: None,
+            shell: rec.shell,
+            templates: Templates {
+                outer,
+                reaper,
+                ..Default::default()
+            },
+        })
+    }
+
+    /// Has this sandbox's init make a fork of checkpoint `ck`'s template in new
+    /// namespaces, for [`Sandbox::adopt`].
+    pub fn fork_from(&mut self, ck: &str) -> Result<Fork, SandboxError> {
+        let during = "forking";
+        self.send_ctl(&Request::Fork { ck: ck.to_string() }, None, during)?;
+        let (reply, mut fds) = self.await_reply_fds(during)?;
+        match (reply, fds.pop()) {
+            (Reply::Forked(adopt), Some(pidfd)) => Ok(Fork { adopt, pidfd }),
+            (other, _) => Err(SandboxError::Init {
+                id: self.id.clone(),
+                during,
+                detail: format!("unexpected reply {other:?}"),
+            }),
+        }
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }
@@ -209,13 +247,7 @@ impl Sandbox {
         base: &std::path::Path,
         upper: &str,
     ) -> Result<OwnedFd, SandboxError> {
-        let mut lowers: Vec<PathBuf> = layers.iter().map(|l| self.store.layer_dir(l)).collect();
-        lowers.push(base.to_path_buf());
-        let spec = OverlaySpec {
-            lowers,
-            upper: Some((self.store.layer_dir(upper), self.store.work_dir(upper))),
-        };
-        overlay_mount_fd(&spec).map_err(SandboxError::sys("mount the sandbox's overlay"))
+        mount_for(&self.store, layers, base, upper)
     }
 
     /// Sends a request to init and waits for its reply (noting shell exits on the way).
@@ -270,13 +302,30 @@ impl Sandbox {
 
     fn await_reply(&mut self, during: &'static str) -> Result<Done, SandboxError> {
         let id = self.id.clone();
+        match self.await_reply_fds(during)? {
+            (Reply::Ok(done), _) => Ok(done),
+            (other, _) => Err(SandboxError::Init {
+                id,
+                during,
+                detail: format!("unexpected reply {other:?}"),
+            }),
+        }
+    }
+
+    /// The next reply that is not a shell-exit notice, with the descriptors it carries;
+    /// errors become `SandboxError`s.
+    fn await_reply_fds(
+        &mut self,
+        during: &'static str,
+    ) -> Result<(Reply, Vec<OwnedFd>), SandboxError> {
+        let id = self.id.clone();
         let init_err = move |detail: String| SandboxError::Init {
             id: id.clone(),
             during,
             detail,
         };
         loop {
-            let reply = self.recv_ctl(Duration::from_secs(30)).map_err(&init_err)?;
+            let (reply, fds) = self.recv_ctl(Duration::from_secs(30)).map_err(&init_err)?;
             match reply {
                 Reply::ShellExited { code } => self.shell_dead = Some(code),
                 Reply::Err { error } => return Err(init_err(error)),
@@ -300,26 +349,13 @@ impl Sandbox {
                         ck,
                     })
                 }
-                Reply::Ok(done) => return Ok(done),
+                other => return Ok((other, fds)),
             }
         }
     }
 
-    fn recv_ctl(&self, timeout: Duration) -> Result<Reply, String> {
-        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-        use std::os::fd::AsFd;
-        let mut fds = [PollFd::new(self.ctl.as_fd(), PollFlags::POLLIN)];
-        let t = PollTimeout::try_from(timeout.as_millis() as u64).unwrap_or(PollTimeout::MAX);
-        match poll(&mut fds, t) {
-            Ok(0) => return Err("no answer from init".into()),
-            Err(e) => return Err(format!("poll: {e}")),
-            Ok(_) => {}
-        }
-        let (msg, _) = fdpass::recv(self.ctl.as_raw_fd()).map_err(|e| e.to_string())?;
-        if msg.is_empty() {
-            return Err("init exited (the sandbox is gone)".into());
-        }
-        serde_json::from_slice(&msg).map_err(|e| format!("bad reply: {e}"))
+    fn recv_ctl(&self, timeout: Duration) -> Result<(Reply, Vec<OwnedFd>), String> {
+        recv_reply(&self.ctl, timeout)
     }
 
     fn greet_shell(&mut self) -> Result<(), SandboxError> {
@@ -337,7 +373,7 @@ impl Sandbox {
                     self.shell_dead = None;
                     return Ok(());
                 }
-                Wait::Control => match self.recv_ctl(Duration::from_secs(5)) {
+                Wait::Control => match self.recv_ctl(Duration::from_secs(5)).map(|r| r.0) {
                     Ok(Reply::ShellExited { code }) => {
                         self.shell_dead = Some(code);
                         break format!("it exited with status {code}");
@@ -412,7 +448,7 @@ impl Sandbox {
                 }
                 Wait::Closed => return Err(self.gone()),
                 Wait::Control => {
-                    match self.recv_ctl(Duration::from_secs(5)) {
+                    match self.recv_ctl(Duration::from_secs(5)).map(|r| r.0) {
                         Ok(Reply::ShellExited { code }) => {
                             // The command ended the shell (`exit`, `exec`, a fatal signal).
                             res.exit_code = if res.timed_out { 124 } else { code };
@@ -647,6 +683,124 @@ impl Sandbox {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// What a parent sandbox's init made for a fork (see [`Sandbox::fork_from`]).
+pub struct Fork {
+    pub adopt: Adopt,
+    /// A pidfd of the fork's pid 1.
+    pub pidfd: OwnedFd,
+}
+
+/// Kills an init that did not make it into a `Sandbox`.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The host pid behind a pidfd (its fdinfo's `Pid:`, as the daemon's namespace sees it).
+fn pidfd_host_pid(pidfd: &OwnedFd) -> Option<i32> {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd())).ok()?;
+    deltabox_process::inspect::field(&info, "Pid")?.parse().ok()
+}
+
+fn mount_for(
+    store: &LayerStore,
+    layers: &[String],
+    base: &std::path::Path,
+    upper: &str,
+) -> Result<OwnedFd, SandboxError> {
+    let mut lowers: Vec<PathBuf> = layers.iter().map(|l| store.layer_dir(l)).collect();
+    lowers.push(base.to_path_buf());
+    let spec = OverlaySpec {
+        lowers,
+        upper: Some((store.layer_dir(upper), store.work_dir(upper))),
+    };
+    overlay_mount_fd(&spec).map_err(SandboxError::sys("mount the sandbox's overlay"))
+}
+
+fn recv_reply(ctl: &OwnedFd, timeout: Duration) -> Result<(Reply, Vec<OwnedFd>), String> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let mut fds = [PollFd::new(ctl.as_fd(), PollFlags::POLLIN)];
+    let t = PollTimeout::try_from(timeout.as_millis() as u64).unwrap_or(PollTimeout::MAX);
+    match poll(&mut fds, t) {
+        Ok(0) => return Err("no answer from init".into()),
+        Err(e) => return Err(format!("poll: {e}")),
+        Ok(_) => {}
+    }
+    let (msg, passed) = fdpass::recv(ctl.as_raw_fd()).map_err(|e| e.to_string())?;
+    if msg.is_empty() {
+        return Err("init exited (the sandbox is gone)".into());
+    }
+    let reply = serde_json::from_slice(&msg).map_err(|e| format!("bad reply: {e}"))?;
+    Ok((reply, passed))
+}
+
+fn init_config(paths: &Paths, rec: &SandboxRecord, adopt: Option<Adopt>) -> InitConfig {
+    InitConfig {
+        hostname: rec.id.clone(),
+        net: rec.net,
+        staging: paths.staging().to_string_lossy().into_owned(),
+        shell: rec.shell.argv(),
+        env: vec![
+            (
+                "PATH".into(),
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            ),
+            ("HOME".into(), "/root".into()),
+            ("TERM".into(), "dumb".into()),
+            ("LANG".into(), "C.UTF-8".into()),
+            ("DELTABOX_SANDBOX".into(), rec.id.clone()),
+        ],
+        adopt,
+    }
+}
+
+/// Runs `deltabox __init CONFIG` with `fds` on descriptors 3, 4, ...
+fn spawn_init(
+    paths: &Paths,
+    rec: &SandboxRecord,
+    cfg: InitConfig,
+    fds: &[&OwnedFd],
+) -> Result<std::process::Child, SandboxError> {
+    let child_fds: Vec<i32> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    let mut cmd = std::process::Command::new(&paths.init_exe);
+    cmd.arg("__init")
+        .arg(serde_json::to_string(&cfg).expect("config serializes"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
+    // SAFETY: the closure only calls fcntl/dup2/close (async-signal-safe) on descriptors
+    // that stay open in the parent until spawn returns.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut high = [0i32; 8];
+            for (i, fd) in child_fds.iter().enumerate() {
+                high[i] = libc::fcntl(*fd, libc::F_DUPFD, 100);
+                if high[i] < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            for (i, fd) in high.iter().take(child_fds.len()).enumerate() {
+                if libc::dup2(*fd, FD_CONTROL + i as i32) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                libc::close(*fd);
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().map_err(|e| SandboxError::Init {
+        id: rec.id.clone(),
+        during: "starting",
+        detail: format!("run {}: {e}", paths.init_exe.display()),
+    })
 }
 
 impl Drop for Sandbox {

@@ -23,7 +23,7 @@ pub const KEEP: &[u32] = &[
     31, // CAP_SETFCAP
 ];
 
-fn last_cap() -> u32 {
+pub fn last_cap() -> u32 {
     std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse().ok())

@@ -8,6 +8,7 @@ pub mod caps;
 pub mod fdpass;
 pub mod mount;
 pub mod net;
+pub mod pidfd;
 pub mod probe;
 
 use std::path::PathBuf;

@@ -124,6 +124,64 @@ pub fn overlay_mount_fd(spec: &OverlaySpec) -> Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(m as RawFd) })
 }
 
+/// A detached mount of a fresh `fstype` instance with no options (proc, sysfs), made in
+/// the caller's mount namespace and attachable in another one (`attr`: MOUNT_ATTR_*).
+pub fn fs_mount_fd(fstype: &str, attr: u64) -> Result<OwnedFd> {
+    let t = cstr(fstype);
+    // SAFETY: t is NUL-terminated; fsopen returns a new fd or -1.
+    let raw = unsafe { libc::syscall(libc::SYS_fsopen, t.as_ptr(), FSOPEN_CLOEXEC) };
+    if raw < 0 {
+        return Err(SysError::last("fsopen", Some(PathBuf::from(fstype))));
+    }
+    // SAFETY: raw is a fresh fd we own.
+    let fsfd = unsafe { OwnedFd::from_raw_fd(raw as RawFd) };
+    // SAFETY: fsfd is an fs context; create takes no key or value.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fsfd.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_void>(),
+            0,
+        )
+    };
+    if rc < 0 {
+        return Err(SysError::last(
+            "create filesystem",
+            Some(PathBuf::from(fstype)),
+        ));
+    }
+    // SAFETY: fsfd is a created fs context; fsmount returns a new mount fd or -1.
+    let m = unsafe { libc::syscall(libc::SYS_fsmount, fsfd.as_raw_fd(), FSMOUNT_CLOEXEC, attr) };
+    if m < 0 {
+        return Err(SysError::last("fsmount", Some(PathBuf::from(fstype))));
+    }
+    // SAFETY: m is a fresh fd we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(m as RawFd) })
+}
+
+/// A detached copy of the mount of `path` (a file or a directory, followed through
+/// /proc magic links), attachable in another mount namespace with [`attach_mount`].
+pub fn clone_tree(path: &Path) -> Result<OwnedFd> {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    let p = cstr(path);
+    // SAFETY: p is NUL-terminated; open_tree returns a new fd or -1.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            p.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(SysError::last("open_tree", Some(path.into())));
+    }
+    // SAFETY: fd is a fresh descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
 /// Attaches a detached mount (from [`overlay_mount_fd`]) at `target`.
 pub fn attach_mount(mnt: &OwnedFd, target: &Path) -> Result<()> {
     let (empty, t) = (cstr(""), cstr(target));
