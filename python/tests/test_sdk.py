@@ -99,6 +99,24 @@ class SDK(DaemonCase):
         with self.assertRaises(deltabox.NotFound):
             self.client.sandbox(sid)
 
+    def test_fork_children_start_at_the_checkpoint(self):
+        with self.client.create() as box:
+            box.exec("mkdir -p /srv/k && cd /srv/k && echo base > f && v=1")
+            ck = box.checkpoint()
+            box.exec("v=2; echo later > f")
+            kids = ck.fork(3)
+            self.assertEqual(len({k.id for k in kids}), 3)
+            for i, k in enumerate(kids):
+                self.assertEqual(k.exec("echo $v; cat f").stdout, "1\nbase\n")
+                k.exec(f"echo kid{i} > f")
+            self.assertEqual([k.exec("cat f").stdout for k in kids], ["kid0\n", "kid1\n", "kid2\n"])
+            self.assertEqual(box.exec("cat f").stdout, "later\n")
+            # A child is a full sandbox: checkpoint, restore, fork again.
+            ck2 = kids[0].checkpoint()
+            grand = ck2.fork(1)[0]
+            self.assertEqual(grand.exec("cat f").stdout, "kid0\n")
+            self.assertGreaterEqual(ck.pool(0), 0)
+
     def test_async_client(self):
         async def main():
             async with deltabox.AsyncClient() as c:

@@ -118,6 +118,20 @@ pub struct ForkResponse {
     pub ms: Vec<f64>,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PoolRequest {
+    /// Children to keep pre-forked (0 empties the pool).
+    pub size: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PoolResponse {
+    pub checkpoint: String,
+    pub size: usize,
+    /// Pre-forked children ready now (the rest are being made).
+    pub ready: usize,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RestoreRequest {
     pub checkpoint: String,

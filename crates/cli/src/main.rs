@@ -103,6 +103,10 @@ enum Cmd {
         #[arg(long)]
         owner_pid: Option<i32>,
     },
+    /// Keep SIZE children of a checkpoint pre-forked, so that `fork` hands them out at
+    /// once (0 empties the pool). Each waiting child costs its page tables and a few
+    /// small processes (see README).
+    Pool { checkpoint: String, size: usize },
     /// Remove sandboxes or checkpoints (by id).
     Rm {
         #[arg(required = true)]

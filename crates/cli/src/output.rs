@@ -57,6 +57,20 @@ pub async fn dispatch(cli: Cli) -> Result<i32> {
                 println!("{}", sb.id);
             }
         }
+        Cmd::Pool { checkpoint, size } => {
+            let url = format!("/v1/checkpoints/{checkpoint}/pool");
+            let r: api::PoolResponse = client
+                .call("POST", &url, Some(&api::PoolRequest { size }))
+                .await?;
+            if json {
+                print_json(&r);
+            } else {
+                println!(
+                    "warm pool of {}: {} children, {} ready now",
+                    r.checkpoint, r.size, r.ready
+                );
+            }
+        }
         Cmd::Fork {
             checkpoint,
             n,

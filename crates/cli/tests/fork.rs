@@ -116,10 +116,7 @@ fn children_of_children_checkpoint_restore_and_fork_again() {
             format!("{gen}\n{expect_log}")
         );
         // The sibling went its own way.
-        assert_eq!(
-            d.sh(&kids[1], "cat log | wc -l").0.trim(),
-            gen.to_string()
-        );
+        assert_eq!(d.sh(&kids[1], "cat log | wc -l").0.trim(), gen.to_string());
         ck = mine;
     }
 }
@@ -142,4 +139,63 @@ fn a_python_session_forks_with_its_heap() {
     for k in fork(&d, &ck, 3) {
         assert_eq!(d.sh(&k, digest).0, want, "child {k}");
     }
+}
+
+#[test]
+fn a_warm_pool_hands_out_children_that_start_at_the_checkpoint() {
+    let mut d = Daemon::start(IMG);
+    let sb = d.create();
+    d.sh(&sb, "x=pool; mkdir -p /srv/p; cd /srv/p; echo v1 > f");
+    let ck = d.checkpoint(&sb);
+    let r = d.json(&["pool", &ck, "4"]);
+    assert_eq!(r["size"], 4);
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while d.json(&["pool", &ck, "4"])["ready"] != 4 {
+        assert!(std::time::Instant::now() < until, "pool did not fill");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Waiting children are not listed.
+    assert_eq!(d.json(&["ls"]).as_array().unwrap().len(), 1);
+    // The parent moves on; pooled children still start at the checkpoint.
+    d.sh(&sb, "x=later; echo v2 > f");
+    let kids = fork(&d, &ck, 6);
+    for k in &kids {
+        assert_eq!(
+            d.sh(k, "echo $x; pwd; cat f").0,
+            "pool\n/srv/p\nv1\n",
+            "{k}"
+        );
+    }
+    assert_eq!(d.json(&["ls"]).as_array().unwrap().len(), 7);
+    // Emptying the pool removes what waits; a daemon restart drops pooled children
+    // (their template died with it) and unties forks from their parent.
+    d.json(&["pool", &ck, "2"]);
+    d.crash();
+    d.spawn();
+    assert_eq!(d.json(&["ls"]).as_array().unwrap().len(), 7);
+    d.json(&["rm", &sb]);
+    assert_eq!(d.json(&["ls"]).as_array().unwrap().len(), 6);
+}
+
+#[test]
+fn removing_a_sandbox_removes_the_sandboxes_forked_from_it() {
+    let d = Daemon::start(IMG);
+    let sb = d.create();
+    let ck = d.checkpoint(&sb);
+    let kids = fork(&d, &ck, 2);
+    let grandkid = fork(&d, &d.checkpoint(&kids[0]), 1);
+    let other = d.create();
+    d.json(&["rm", &sb]);
+    let left: Vec<String> = d
+        .json(&["ls"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        left,
+        vec![other],
+        "forks of {sb} ({kids:?}, {grandkid:?}) must go with it"
+    );
 }

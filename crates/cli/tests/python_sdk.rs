@@ -78,7 +78,7 @@ fn python_sdk_installs_with_pip_and_passes_its_tests() {
     );
     let report = String::from_utf8_lossy(&out.stderr);
     assert!(
-        report.contains("Ran 25 tests") && report.contains("OK"),
+        report.contains("Ran 26 tests") && report.contains("OK"),
         "{report}"
     );
     // Stop the daemon the SDK started (by its pid: other tests run daemons too).

@@ -101,6 +101,20 @@ pub async fn run(cfg: DaemonConfig) -> Result<(), DaemonError> {
         }
     });
 
+    // Warm pools fill in the background, one child at a time.
+    let m4 = manager.clone();
+    tokio::spawn(async move {
+        loop {
+            let m = m4.clone();
+            let worked = tokio::task::spawn_blocking(move || m.refill_pools())
+                .await
+                .unwrap_or(false);
+            if !worked {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    });
+
     let app = router(manager.clone(), cfg.root.clone());
     let shutdown = async {
         use tokio::signal::unix::{signal, SignalKind};

@@ -96,6 +96,7 @@ pub fn router(manager: Arc<Manager>, root: PathBuf) -> Router {
             get(get_checkpoint).delete(remove_checkpoint),
         )
         .route("/v1/checkpoints/{id}/fork", post(fork))
+        .route("/v1/checkpoints/{id}/pool", post(pool))
         .route("/v1/diff", get(diff))
         .route("/v1/gc", post(gc))
         .fallback(|| async {
@@ -274,6 +275,29 @@ async fn fork(
     })
     .await
     .map(|j| (StatusCode::CREATED, j))
+}
+
+async fn pool(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    Json(req): Json<api::PoolRequest>,
+) -> ApiResult<api::PoolResponse> {
+    if req.size > 256 {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("size {}: a warm pool holds at most 256 children", req.size),
+        ));
+    }
+    blocking(move || {
+        let ready = s.manager.set_pool(&id, req.size)?;
+        Ok(api::PoolResponse {
+            checkpoint: id,
+            size: req.size,
+            ready,
+        })
+    })
+    .await
 }
 
 async fn tree(

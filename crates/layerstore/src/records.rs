@@ -44,6 +44,13 @@ pub struct SandboxRecord {
     /// removes the sandbox (a script killed by SIGKILL leaks nothing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<Owner>,
+    /// The sandbox this one was forked from while both run (its processes live in
+    /// namespaces nested in that sandbox's, so they end with it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forked_from: Option<String>,
+    /// Pre-forked and waiting in a warm pool (not listed; discarded on daemon restart).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pooled: bool,
 }
 
 /// A process, named so that pid reuse cannot impersonate it.

@@ -95,12 +95,16 @@ pub struct Handle {
     slot: Mutex<Slot>,
     /// The running sandbox's templates, readable without the slot (an exec may hold it).
     templates: Option<crate::sandbox::Templates>,
+    /// The sandbox it was forked from (`SandboxRecord::forked_from`), likewise.
+    forked_from: Option<String>,
 }
 
 pub struct Manager {
     store: Arc<LayerStore>,
     paths: Paths,
     sandboxes: Mutex<HashMap<String, Arc<Handle>>>,
+    /// Warm pools: checkpoint -> (target size, pre-forked children ready to hand out).
+    pools: Mutex<HashMap<String, (usize, Vec<String>)>>,
 }
 
 impl Manager {
@@ -114,8 +118,19 @@ impl Manager {
             store,
             paths,
             sandboxes: Mutex::new(HashMap::new()),
+            pools: Mutex::new(HashMap::new()),
         };
-        for rec in m.store.sandboxes() {
+        for mut rec in m.store.sandboxes() {
+            if rec.pooled {
+                // Never handed out; its template is gone with the old daemon.
+                let _ = m.store.remove_sandbox(&rec.id);
+                m.store.discard_layer(&rec.upper);
+                continue;
+            }
+            if rec.forked_from.take().is_some() {
+                // It restarts in namespaces of its own: no longer tied to its parent.
+                let _ = m.store.put_sandbox(&rec);
+            }
             let (sb, dead) = match m.start_with_retry(&rec) {
                 Ok(sb) => (Some(sb), None),
                 Err(e) => {
@@ -159,6 +174,7 @@ impl Manager {
             removed: AtomicBool::new(false),
             squashing: AtomicBool::new(false),
             templates: sb.as_ref().map(|s| s.templates()),
+            forked_from: rec.forked_from.clone(),
             slot: Mutex::new(Slot { sb, rec, dead }),
         });
         self.sandboxes
@@ -212,16 +228,7 @@ impl Manager {
     }
 
     pub fn create(&self, opts: CreateOptions) -> Result<SandboxInfo, SandboxError> {
-        let owner = match opts.owner_pid {
-            Some(pid) => Some(Owner {
-                pid,
-                start: (pid > 0)
-                    .then(|| inspect::start_time(pid))
-                    .flatten()
-                    .ok_or(SandboxError::BadOwner(pid))?,
-            }),
-            None => None,
-        };
+        let owner = owner_of(opts.owner_pid)?;
         let base_in = opts.base.unwrap_or_else(|| PathBuf::from("/"));
         let base = base_in.canonicalize().map_err(|e| SandboxError::BadBase {
             path: base_in.display().to_string(),
@@ -279,10 +286,9 @@ impl Manager {
             net: opts.net,
             shell: opts.shell,
             owner,
-            created_unix_ms: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_millis() as u64,
+            forked_from: None,
+            pooled: false,
+            created_unix_ms: now_ms(),
         };
         let started = self
             .store
@@ -337,7 +343,21 @@ impl Manager {
     }
 
     pub fn list(&self) -> Vec<SandboxInfo> {
-        let hs: Vec<_> = self.sandboxes.lock().unwrap().values().cloned().collect();
+        let pooled: std::collections::HashSet<String> = self
+            .pools
+            .lock()
+            .unwrap()
+            .values()
+            .flat_map(|(_, ready)| ready.iter().cloned())
+            .collect();
+        let hs: Vec<_> = self
+            .sandboxes
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|h| !pooled.contains(&h.id))
+            .cloned()
+            .collect();
         let mut v: Vec<_> = hs.iter().filter_map(|h| self.info(h).ok()).collect();
         v.sort_by_key(|i| i.created_unix_ms);
         v
@@ -440,8 +460,9 @@ impl Manager {
 
     /// New sandboxes that start exactly at checkpoint `checkpoint` (files and shell):
     /// each on its own writable layer over the checkpoint's frozen ones, with a copy of
-    /// its template in new user/pid/mount/uts/ipc (and net) namespaces. Returns their
-    /// ids and how long each took (ms).
+    /// its template in new user/pid/mount/uts/ipc (and net) namespaces. Children waiting
+    /// in the checkpoint's warm pool are handed out first. Returns their ids and how
+    /// long each took (ms).
     pub fn fork(
         &self,
         checkpoint: &str,
@@ -449,54 +470,26 @@ impl Manager {
         owner_pid: Option<i32>,
     ) -> Result<(Vec<String>, Vec<f64>), SandboxError> {
         let ck = self.store.checkpoint(checkpoint)?;
-        let owner = match owner_pid {
-            Some(pid) => Some(Owner {
-                pid,
-                start: (pid > 0)
-                    .then(|| inspect::start_time(pid))
-                    .flatten()
-                    .ok_or(SandboxError::BadOwner(pid))?,
-            }),
-            None => None,
-        };
-        let parent = self.handle(&ck.sandbox)?;
+        let owner = owner_of(owner_pid)?;
         let (mut ids, mut ms) = (Vec::new(), Vec::new());
-        for _ in 0..n {
+        while ids.len() < n {
             let start = Instant::now();
-            let upper = self.store.new_layer()?;
-            let rec = {
-                let slot = parent.slot.lock().unwrap();
-                SandboxRecord {
-                    id: new_id(IdKind::Sandbox),
-                    base: ck.base.clone(),
-                    layers: ck.layers.clone(),
-                    upper: upper.clone(),
-                    head: Some(ck.id.clone()),
-                    net: slot.rec.net,
-                    shell: slot.rec.shell,
-                    owner,
-                    created_unix_ms: std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .unwrap_or_default()
-                        .as_millis() as u64,
-                }
+            let pooled = self
+                .pools
+                .lock()
+                .unwrap()
+                .get_mut(&ck.id)
+                .and_then(|(_, ready)| ready.pop());
+            let got = match pooled {
+                Some(id) => self.hand_out(&id, owner).map(|_| id),
+                None => self.fork_one(&ck, owner, false),
             };
-            let made = self
-                .with_live(&ck.sandbox, |sb, _| sb.fork_from(&ck.id))
-                .and_then(|fork| {
-                    self.store.put_sandbox(&rec)?;
-                    Sandbox::adopt(self.store.clone(), &self.paths, &rec, fork)
-                });
-            self.store.unpin(&upper);
-            match made {
-                Ok(sb) => {
-                    ids.push(rec.id.clone());
-                    self.insert(rec, Some(sb), None);
+            match got {
+                Ok(id) => {
+                    ids.push(id);
                     ms.push(start.elapsed().as_secs_f64() * 1000.0);
                 }
                 Err(e) => {
-                    let _ = self.store.remove_sandbox(&rec.id);
-                    self.store.discard_layer(&upper);
                     for id in &ids {
                         let _ = self.remove(id);
                     }
@@ -507,10 +500,164 @@ impl Manager {
         Ok((ids, ms))
     }
 
+    /// A pooled child becomes an ordinary sandbox.
+    fn hand_out(&self, id: &str, owner: Option<Owner>) -> Result<(), SandboxError> {
+        let h = self.handle(id)?;
+        let mut slot = h.slot.lock().unwrap();
+        slot.rec.pooled = false;
+        slot.rec.owner = owner;
+        slot.rec.created_unix_ms = now_ms();
+        self.store.put_sandbox(&slot.rec)?;
+        Ok(())
+    }
+
+    fn fork_one(
+        &self,
+        ck: &CheckpointRecord,
+        owner: Option<Owner>,
+        pooled: bool,
+    ) -> Result<String, SandboxError> {
+        let parent = self.handle(&ck.sandbox)?;
+        let upper = self.store.new_layer()?;
+        let rec = {
+            let slot = parent.slot.lock().unwrap();
+            SandboxRecord {
+                id: new_id(IdKind::Sandbox),
+                base: ck.base.clone(),
+                layers: ck.layers.clone(),
+                upper: upper.clone(),
+                head: Some(ck.id.clone()),
+                net: slot.rec.net,
+                shell: slot.rec.shell,
+                owner,
+                forked_from: Some(ck.sandbox.clone()),
+                pooled,
+                created_unix_ms: now_ms(),
+            }
+        };
+        let made = self
+            .with_live(&ck.sandbox, |sb, _| sb.fork_from(&ck.id))
+            .and_then(|fork| {
+                self.store.put_sandbox(&rec)?;
+                Sandbox::adopt(self.store.clone(), &self.paths, &rec, fork)
+            });
+        self.store.unpin(&upper);
+        match made {
+            Ok(sb) => {
+                let id = rec.id.clone();
+                self.insert(rec, Some(sb), None);
+                Ok(id)
+            }
+            Err(e) => {
+                let _ = self.store.remove_sandbox(&rec.id);
+                self.store.discard_layer(&upper);
+                Err(e)
+            }
+        }
+    }
+
+    /// Keeps `size` children of `checkpoint` pre-forked (0: none): `fork` hands them out
+    /// at once. Filled in the background by [`Manager::refill_pools`]. Returns how many
+    /// are ready now.
+    pub fn set_pool(&self, checkpoint: &str, size: usize) -> Result<usize, SandboxError> {
+        let ck = self.store.checkpoint(checkpoint)?;
+        self.handle(&ck.sandbox)?;
+        let surplus: Vec<String> = {
+            let mut pools = self.pools.lock().unwrap();
+            let entry = pools.entry(ck.id.clone()).or_default();
+            entry.0 = size;
+            let extra = entry.1.len().saturating_sub(size);
+            let gone = entry.1.drain(..extra).collect();
+            if size == 0 {
+                pools.remove(&ck.id);
+            }
+            gone
+        };
+        for id in surplus {
+            let _ = self.remove(&id);
+        }
+        Ok(self.pool_ready(&ck.id))
+    }
+
+    fn pool_ready(&self, ck: &str) -> usize {
+        self.pools
+            .lock()
+            .unwrap()
+            .get(ck)
+            .map(|(_, r)| r.len())
+            .unwrap_or(0)
+    }
+
+    /// Forks one missing pool child, if any pool is short; true if it did some work.
+    pub fn refill_pools(&self) -> bool {
+        let short = self
+            .pools
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(_, (target, ready))| ready.len() < *target)
+            .map(|(ck, _)| ck.clone());
+        let Some(ck_id) = short else {
+            return false;
+        };
+        let made = self
+            .store
+            .checkpoint(&ck_id)
+            .map_err(SandboxError::from)
+            .and_then(|ck| self.fork_one(&ck, None, true));
+        match made {
+            Ok(id) => {
+                let mut pools = self.pools.lock().unwrap();
+                match pools.get_mut(&ck_id) {
+                    Some((_, ready)) => ready.push(id),
+                    None => {
+                        drop(pools);
+                        let _ = self.remove(&id);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(checkpoint = %ck_id, error = %e, "warm pool: fork failed; pool dropped");
+                self.drop_pool(&ck_id);
+            }
+        }
+        true
+    }
+
+    fn drop_pool(&self, ck: &str) {
+        let gone = self.pools.lock().unwrap().remove(ck);
+        for id in gone.map(|(_, r)| r).unwrap_or_default() {
+            let _ = self.remove(&id);
+        }
+    }
+
     /// Removes a sandbox: kills it at once (an exec running on it fails with "removed"),
     /// then forgets it and its checkpoints.
     pub fn remove(&self, id: &str) -> Result<(), SandboxError> {
         let h = self.handle(id)?;
+        // Sandboxes forked from this one live in namespaces nested in its own: they end
+        // with it, so they go too (and pools of its checkpoints).
+        let forks: Vec<String> = {
+            let hs: Vec<_> = self.sandboxes.lock().unwrap().values().cloned().collect();
+            hs.iter()
+                .filter(|o| o.forked_from.as_deref() == Some(id))
+                .map(|o| o.id.clone())
+                .collect()
+        };
+        let cks: Vec<String> = self
+            .pools
+            .lock()
+            .unwrap()
+            .keys()
+            .filter(|ck| self.store.checkpoint_any(ck).is_ok_and(|c| c.sandbox == id))
+            .cloned()
+            .collect();
+        for ck in cks {
+            self.pools.lock().unwrap().remove(&ck);
+        }
+        for f in forks {
+            let _ = self.remove(&f);
+        }
         h.removed.store(true, Ordering::SeqCst);
         let pid = h.pid.load(Ordering::SeqCst);
         if pid > 0 {
@@ -555,6 +702,7 @@ impl Manager {
 
     pub fn remove_checkpoint(&self, id: &str) -> Result<(), SandboxError> {
         self.store.remove_checkpoint(id)?;
+        self.drop_pool(id);
         // Its frozen process goes too (best effort: a dead sandbox has none).
         if let Ok(ck) = self.store.checkpoint_any(id) {
             if let Ok(h) = self.handle(&ck.sandbox) {
@@ -641,8 +789,18 @@ impl Manager {
         Ok(self.store.gc()?)
     }
 
+    /// Store usage; `sandboxes` counts those listed (not warm-pool children).
     pub fn usage(&self) -> Usage {
-        self.store.usage()
+        let pooled: usize = self
+            .pools
+            .lock()
+            .unwrap()
+            .values()
+            .map(|(_, r)| r.len())
+            .sum();
+        let mut u = self.store.usage();
+        u.sandboxes = u.sandboxes.saturating_sub(pooled);
+        u
     }
 
     /// Stops every sandbox (daemon shutdown). Records stay: they restart with the daemon.
@@ -654,4 +812,25 @@ impl Manager {
             }
         }
     }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
+/// The lease for `pid` (its start time pins it against pid reuse).
+fn owner_of(pid: Option<i32>) -> Result<Option<Owner>, SandboxError> {
+    pid.map(|pid| {
+        Ok(Owner {
+            pid,
+            start: (pid > 0)
+                .then(|| inspect::start_time(pid))
+                .flatten()
+                .ok_or(SandboxError::BadOwner(pid))?,
+        })
+    })
+    .transpose()
 }

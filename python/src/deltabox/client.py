@@ -87,6 +87,24 @@ class Checkpoint:
         """Release it (its process template and, at the next gc, its layers)."""
         self.box.client._call("DELETE", f"/v1/checkpoints/{self.id}")
 
+    def fork(self, n: int = 1, keep: bool = False) -> List["Sandbox"]:
+        """`n` new sandboxes that start exactly here (files and shell), each isolated in
+        its own namespaces; like `Client.create`, they are leased to this process and
+        removed with the client unless `keep`."""
+        body: Dict[str, Any] = {"n": n}
+        if not keep:
+            body["owner_pid"] = os.getpid()
+        r = self.box.client._call("POST", f"/v1/checkpoints/{self.id}/fork", body)
+        kids = [Sandbox(self.box.client, {"id": i, "shell": self.box.shell}) for i in r["ids"]]
+        if not keep:
+            self.box.client._owned.update(k.id for k in kids)
+        return kids
+
+    def pool(self, size: int) -> int:
+        """Keep `size` children pre-forked so that `fork` hands them out at once (0 empties
+        the pool); returns how many are ready now."""
+        return self.box.client._call("POST", f"/v1/checkpoints/{self.id}/pool", {"size": size})["ready"]
+
     def __repr__(self) -> str:
         return f"Checkpoint({self.id!r})"
 
