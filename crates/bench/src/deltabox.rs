@@ -47,6 +47,26 @@ pub struct Figures {
     pub data_path: DataPath,
     /// The operations of a replayed tree search, as DeltaBox ran them.
     pub search: SearchRun,
+    pub fork: ForkFigures,
+}
+
+/// Forking children from a checkpoint of the workload's REPL (issue 4).
+#[derive(Debug, Clone, Serialize)]
+pub struct ForkFigures {
+    pub children: usize,
+    /// Per child, forked on demand (template copy in new namespaces, its init, root).
+    pub cold: Series,
+    pub cold_total_ms: f64,
+    /// Per child, handed out from a warm pool filled beforehand.
+    pub warm: Series,
+    pub warm_total_ms: f64,
+    /// Filling that pool (in the background, in the daemon).
+    pub pool_fill_ms: f64,
+    /// Memory the host lost per child (MemAvailable before and after forking them all:
+    /// page tables, the child's small processes, the pages its shell dirtied).
+    pub added_bytes_per_child: u64,
+    /// Children whose REPL state was checked against the checkpoint.
+    pub verified: usize,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -329,6 +349,7 @@ fn run_on(opts: &Options, wl: &Workload, m: &Arc<Manager>, sb: &str) -> Result<F
     }
 
     let search = replay_search(opts, m, sb, &cks)?;
+    let fork = forks(opts, m, &cks[cks.len() - 1])?;
 
     (opts.progress)("deltabox: files-only restores (overlay remount, fresh REPL) and REPL replays");
     let mut files_only = Vec::new();
@@ -380,6 +401,72 @@ fn run_on(opts: &Options, wl: &Workload, m: &Arc<Manager>, sb: &str) -> Result<F
         storage,
         data_path,
         search,
+        fork,
+    })
+}
+
+fn mem_available() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("MemAvailable:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .unwrap_or(0)
+        * 1024
+}
+
+/// Forks children of checkpoint `ck` (whose REPL answers `want` to PROBE), cold and
+/// then from a warm pool; checks every child's REPL.
+fn forks(opts: &Options, m: &Arc<Manager>, (ck, want): &(String, String)) -> Result<ForkFigures> {
+    let n = if opts.quick { 16 } else { 64 };
+    (opts.progress)(&format!(
+        "deltabox: fork {n} children of a checkpoint, cold, then from a warm pool"
+    ));
+    let verify = |ids: &[String]| -> Result<usize> {
+        for id in ids {
+            let got = py(m, id, PROBE)?;
+            if &got != want {
+                return Err(BenchError::step(
+                    "verify fork",
+                    format!("child {id}: {got} != {want}"),
+                ));
+            }
+        }
+        Ok(ids.len())
+    };
+    let before = mem_available();
+    let t = Instant::now();
+    let (ids, cold) = m.fork(ck, n, None)?;
+    let cold_total_ms = ms(t);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let added = before.saturating_sub(mem_available()) / n as u64;
+    let mut verified = verify(&ids)?;
+    for id in &ids {
+        m.remove(id)?;
+    }
+    let t = Instant::now();
+    m.set_pool(ck, n)?;
+    while m.refill_pools() {}
+    let pool_fill_ms = ms(t);
+    let t = Instant::now();
+    let (ids, warm) = m.fork(ck, n, None)?;
+    let warm_total_ms = ms(t);
+    verified += verify(&ids)?;
+    m.set_pool(ck, 0)?;
+    for id in &ids {
+        m.remove(id)?;
+    }
+    Ok(ForkFigures {
+        children: n,
+        cold: series(cold, "cold fork")?,
+        cold_total_ms,
+        warm: series(warm, "warm-pool fork")?,
+        warm_total_ms,
+        pool_fill_ms,
+        added_bytes_per_child: added,
+        verified,
     })
 }
 

@@ -100,9 +100,59 @@ pub fn table(r: &Report) -> String {
             (rs, _) => line(&mut o, &format!("{} restore", b.name), rs.as_ref()),
         }
     }
+    let f = &d.fork;
+    let copy = r
+        .baselines
+        .iter()
+        .find(|b| b.name.starts_with("copytree"))
+        .and_then(|b| with_replay(b.restore.as_ref()?, &d.replay));
     let _ = writeln!(
         o,
-        "\nFork: not measured (issue 4: `deltabox fork` does not exist yet).\n"
+        "\nFork of {} children from one checkpoint (REPL state of every child verified):\n",
+        f.children
+    );
+    let _ = writeln!(
+        o,
+        "| per child (ms) | n | p50 | p90 | p99 | total for all (ms) |"
+    );
+    let _ = writeln!(o, "|---|---|---|---|---|---|");
+    for (name, s, total) in [
+        ("DeltaBox fork, cold", &f.cold, Some(f.cold_total_ms)),
+        (
+            "DeltaBox fork, from a warm pool",
+            &f.warm,
+            Some(f.warm_total_ms),
+        ),
+    ] {
+        let x = &s.summary;
+        let _ = writeln!(
+            o,
+            "| {name} | {} | {:.2} | {:.2} | {:.2} | {:.1} |",
+            x.n,
+            x.p50,
+            x.p90,
+            x.p99,
+            total.unwrap_or(0.0)
+        );
+    }
+    if let Some(c) = copy {
+        let _ = writeln!(
+            o,
+            "| copytree + REPL replay per rollout (same run) | {} | {:.2} | {:.2} | {:.2} | {:.0} (est. {} x p50) |",
+            c.summary.n,
+            c.summary.p50,
+            c.summary.p90,
+            c.summary.p99,
+            c.summary.p50 * f.children as f64,
+            f.children
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\nWarm pool of {} filled in {:.0} ms (in the background). Memory added per child: {} (host MemAvailable drop / children).\n",
+        f.children,
+        f.pool_fill_ms,
+        mb(f.added_bytes_per_child)
     );
     let mem = |m: &crate::deltabox::Memory| {
         format!(

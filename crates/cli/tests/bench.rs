@@ -45,6 +45,13 @@ fn quick_bench_measures_everything_and_writes_the_report() {
     let private = |k: &str| d[k]["private"].as_u64().unwrap();
     let grew = private("template_after_dirty_10mb") - private("template_after_checkpoint");
     assert!((9 << 20..=16 << 20).contains(&grew), "{grew}");
+    let f = &d["fork"];
+    assert!(f["children"].as_u64().unwrap() >= 16, "{f}");
+    assert_eq!(f["verified"], f["children"].as_u64().unwrap() * 2);
+    for kind in ["cold", "warm"] {
+        assert_eq!(f[kind]["summary"]["n"], f["children"], "{f}");
+        assert!(f[kind]["summary"]["p50"].as_f64().unwrap() > 0.0, "{f}");
+    }
     let search = r["search"].as_array().unwrap();
     assert_eq!(search[0]["system"], "DeltaBox");
     assert!(search[0]["expansions"].as_u64().unwrap() >= 100);
@@ -75,7 +82,7 @@ fn quick_bench_measures_everything_and_writes_the_report() {
     }
     let md = std::fs::read_to_string(report.path().join("report.md")).unwrap();
     assert!(
-        md.contains("Tree-search overhead") && md.contains("p99"),
+        md.contains("Tree-search overhead") && md.contains("DeltaBox fork, from a warm pool"),
         "{md}"
     );
     demo_search_finds_the_fix();

@@ -60,7 +60,25 @@ fn sixteen_children_start_exactly_at_the_checkpoint_and_cannot_touch_each_other(
         d.sh(&sb, "pgrep -x sleep >/dev/null && echo running").0,
         "running\n"
     );
-    // Nor can the parent reach into its children: its kill-everything misses them.
+    // Nor can the parent reach into its children: no ptrace, no /proc/PID/mem, no taking
+    // the uid that owns their user namespaces; its kill-everything misses them.
+    d.sh(&sb, "pkill -x sleep; true"); // its own (the child's are out of its reach)
+    d.sh(&kids[0], "sleep 1000 & disown");
+    let probe = r#"for p in $(pgrep -x sleep); do python3 -c '
+import ctypes, os, sys
+l = ctypes.CDLL(None, use_errno=True); p = int(sys.argv[1])
+print("ptrace", l.ptrace(16, p, 0, 0), ctypes.get_errno())
+try: open(f"/proc/{p}/mem", "rb"); print("mem opened")
+except OSError as e: print("mem", e.errno)
+print("owner uid", l.setresuid(-1, 0xfffffffe, -1), ctypes.get_errno())
+' $p; done"#;
+    let out = d.sh(&sb, probe).0;
+    assert_eq!(out.matches("ptrace -1 1").count(), 1, "{out}");
+    assert!(
+        !out.contains("mem opened") && out.contains("owner uid -1 1"),
+        "{out}"
+    );
+    d.sh(&sb, "pkill -x sleep; true");
     d.sh(&sb, "pkill -9 -f . ; kill -9 -1; true");
     for k in &kids[..4] {
         assert_eq!(d.sh(k, "echo ok").0, "ok\n");

@@ -30,7 +30,15 @@ pub enum Sys {
     PidfdSendSignal,
     Fcntl,
     Ioctl,
+    /// setuid, setreuid, setresuid, setfsuid (32-bit ids).
+    SetUid,
 }
+
+/// The uid that owns the user namespaces of forked sandboxes. Whoever runs as a user
+/// namespace's owner, one level up, has every capability in it, so no sandbox process
+/// may take this uid (a template does, for the clone, by a syscall its init injects:
+/// injected calls bypass the guard).
+pub const FORK_OWNER_UID: u32 = 0xFFFF_FFFE;
 
 /// Syscall numbers of the watched calls, per ABI.
 fn table(arch: u32) -> &'static [(u32, Sys)] {
@@ -44,6 +52,10 @@ fn table(arch: u32) -> &'static [(u32, Sys)] {
             (424, Sys::PidfdSendSignal),
             (72, Sys::Fcntl),
             (16, Sys::Ioctl),
+            (105, Sys::SetUid),
+            (113, Sys::SetUid),
+            (117, Sys::SetUid),
+            (122, Sys::SetUid),
         ],
         AUDIT_ARCH_I386 => &[
             (37, Sys::Kill),
@@ -55,6 +67,10 @@ fn table(arch: u32) -> &'static [(u32, Sys)] {
             (55, Sys::Fcntl),
             (221, Sys::Fcntl),
             (54, Sys::Ioctl),
+            (213, Sys::SetUid),
+            (203, Sys::SetUid),
+            (208, Sys::SetUid),
+            (215, Sys::SetUid),
         ],
         _ => &[],
     }
@@ -260,6 +276,7 @@ pub fn decide(sys: Sys, args: &[u64; 6], tid: i32, w: &dyn World) -> Verdict {
             Some(p) if guarded(p) => deny,
             _ => Verdict::Continue,
         },
+        Sys::SetUid if args[..3].iter().any(|a| *a as u32 == FORK_OWNER_UID) => deny,
         Sys::Fcntl if args[1] == F_SETOWN && guarded(int(2)) => deny,
         Sys::Fcntl if args[1] == F_SETOWN_EX => {
             // struct f_owner_ex { int type; pid_t pid; }
@@ -412,6 +429,20 @@ mod tests {
             Verdict::Continue
         );
         assert_eq!(decide(Sys::Ioctl, &a(&[3, 0x8902, 21]), 5, &w), eperm);
+    }
+
+    #[test]
+    fn no_sandbox_process_may_take_the_fork_owner_uid() {
+        let w = world();
+        let owner = FORK_OWNER_UID as i64;
+        let eperm = Verdict::Deny(libc::EPERM);
+        assert_eq!(decide(Sys::SetUid, &a(&[owner]), 5, &w), eperm);
+        assert_eq!(decide(Sys::SetUid, &a(&[-1, owner, -1]), 5, &w), eperm);
+        assert_eq!(
+            decide(Sys::SetUid, &a(&[1000, 1000, 1000]), 5, &w),
+            Verdict::Continue
+        );
+        assert_eq!(sys_of(AUDIT_ARCH_X86_64, 117), Some(Sys::SetUid));
     }
 
     #[test]

@@ -183,6 +183,13 @@ impl Template {
         r
     }
 
+    /// Runs `f` on the held template (injected syscalls), which is parked again after.
+    pub fn with_tracee<T>(&mut self, f: impl FnOnce(&mut Tracee) -> Result<T>) -> Result<T> {
+        let r = f(&mut self.tracee);
+        self.tracee.park()?;
+        r
+    }
+
     /// The process's working directory at the checkpoint.
     pub fn cwd(&self) -> &std::path::Path {
         &self.cap.cwd

@@ -945,7 +945,14 @@ impl Init {
                 }
                 let _ = SigSet::all().thread_unblock();
                 let _ = nix::unistd::setsid();
-                if caps::drop_to(caps::KEEP).is_err() {
+                // In a forked sandbox the shell belongs in its user namespace (pid 1's),
+                // out of reach of the parent sandbox, like the shell it replaces.
+                let in_userns = self.cfg.adopt.is_none()
+                    || std::fs::File::open("/proc/1/ns/user").is_ok_and(|ns| {
+                        // SAFETY: setns with a namespace descriptor we own.
+                        unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWUSER) == 0 }
+                    });
+                if !in_userns || caps::drop_to(caps::KEEP).is_err() {
                     // SAFETY: exiting the forked child without running destructors.
                     unsafe { libc::_exit(112) };
                 }
@@ -1090,6 +1097,27 @@ fn fork_clone_flags(net: bool) -> u64 {
     f as u64
 }
 
+/// Clones the template into new namespaces with its effective uid switched to
+/// `FORK_OWNER_UID` for the call, so that the new user namespace belongs to a uid no
+/// sandbox process can take (its owner would have every capability in it: the parent
+/// sandbox could otherwise ptrace its forks). The template gets its uid back; the copy,
+/// pid 1 of the fork, becomes root of its namespace once its ids are mapped.
+fn clone_owned_by_fork_uid(t: &mut Template, flags: u64) -> Result<Tracee, ProcessError> {
+    use deltabox_process::guard::FORK_OWNER_UID;
+    const KEEP: u64 = u32::MAX as u64; // -1: leave unchanged
+    let euid: u64 = deltabox_process::inspect::status_field(t.pid().as_raw(), "Uid")
+        .and_then(|v| v.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0);
+    let setresuid = |tr: &mut Tracee, r: u64, e: u64, s: u64| {
+        tr.call("setresuid", libc::SYS_setresuid, &[r, e, s])
+            .map(|_| ())
+    };
+    t.with_tracee(|tr| setresuid(tr, KEEP, FORK_OWNER_UID as u64, KEEP))?;
+    let made = t.clone_with(flags);
+    t.with_tracee(|tr| setresuid(tr, KEEP, euid, KEEP))?;
+    made.map(|(c, _)| c)
+}
+
 fn inject_close(t: &mut Tracee, fd: i32) {
     let _ = t.call("close", libc::SYS_close, &[fd as u64]);
 }
@@ -1143,8 +1171,8 @@ impl Init {
             return Reply::NoTemplate { ck: ck.to_string() };
         };
         let (capture, dumpable) = (t.capture().clone(), t.dumpable());
-        let c = match t.clone_with(fork_clone_flags(self.cfg.net)) {
-            Ok((c, _)) => c,
+        let c = match clone_owned_by_fork_uid(t, fork_clone_flags(self.cfg.net)) {
+            Ok(c) => c,
             Err(e) => return process_error(e),
         };
         let cpid = c.pid;
@@ -1286,6 +1314,8 @@ impl Init {
 fn prepare_fork(mut c: Tracee, session_pipes: &[u64]) -> R<(i32, [i32; 4])> {
     let pe = |x: ProcessError| x.to_string();
     write_id_maps(c.pid.as_raw())?;
+    c.call("setresuid", libc::SYS_setresuid, &[0, 0, 0])
+        .map_err(pe)?;
     let (mut s, s_ns) = c.clone_with(libc::SIGCHLD as u64).map_err(pe)?;
     let r = (|| {
         let (in_r, in_w) = s.pipe()?;
