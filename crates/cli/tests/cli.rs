@@ -410,14 +410,7 @@ fn leased_sandbox_goes_when_its_owner_dies_even_by_sigkill() {
     // A lease survives a daemon restart (it is in the sandbox's record).
     d.crash();
     d.spawn();
-    let ids = |d: &Daemon| -> Vec<String> {
-        d.json(&["ls"])
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s["id"].as_str().unwrap().to_string())
-            .collect()
-    };
+    let ids = |d: &Daemon| d.ids();
     assert!(ids(&d).contains(&leased) && ids(&d).contains(&free));
     owner.kill().unwrap();
     owner.wait().unwrap();

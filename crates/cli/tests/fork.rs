@@ -93,13 +93,7 @@ print("owner uid", l.setresuid(-1, 0xfffffffe, -1), ctypes.get_errno())
     for k in &kids {
         d.json(&["rm", k]);
     }
-    let left: Vec<String> = d
-        .json(&["ls"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["id"].as_str().unwrap().to_string())
-        .collect();
+    let left = d.ids();
     assert_eq!(left.len(), 2, "{left:?}");
     d.json(&["restore", &sb, &ck]);
     assert_eq!(d.sh(&sb, STATE).0, want);
@@ -173,7 +167,7 @@ fn a_warm_pool_hands_out_children_that_start_at_the_checkpoint() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     // Waiting children are not listed.
-    assert_eq!(d.json(&["ls"]).as_array().unwrap().len(), 1);
+    assert_eq!(d.ids().len(), 1);
     // The parent moves on; pooled children still start at the checkpoint.
     d.sh(&sb, "x=later; echo v2 > f");
     let kids = fork(&d, &ck, 6);
@@ -184,15 +178,15 @@ fn a_warm_pool_hands_out_children_that_start_at_the_checkpoint() {
             "{k}"
         );
     }
-    assert_eq!(d.json(&["ls"]).as_array().unwrap().len(), 7);
+    assert_eq!(d.ids().len(), 7);
     // Emptying the pool removes what waits; a daemon restart drops pooled children
     // (their template died with it) and unties forks from their parent.
     d.json(&["pool", &ck, "2"]);
     d.crash();
     d.spawn();
-    assert_eq!(d.json(&["ls"]).as_array().unwrap().len(), 7);
+    assert_eq!(d.ids().len(), 7);
     d.json(&["rm", &sb]);
-    assert_eq!(d.json(&["ls"]).as_array().unwrap().len(), 6);
+    assert_eq!(d.ids().len(), 6);
 }
 
 #[test]

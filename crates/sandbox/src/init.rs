@@ -52,36 +52,17 @@ pub fn init_main(config_json: &str) -> ! {
         flags |= CloneFlags::CLONE_NEWNET;
     }
     unshare(flags).unwrap_or_else(|e| die(&format!("unshare namespaces: {e}")));
-    // SAFETY: this process is single-threaded (freshly exec'd), so fork is safe.
-    match unsafe { fork() } {
-        Err(e) => die(&format!("fork: {e}")),
-        Ok(ForkResult::Child) => {
-            // SAFETY: prctl with integer arguments.
-            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-            stage2(cfg)
-        }
-        Ok(ForkResult::Parent { child }) => {
-            // Stage 1 keeps nothing open, so the daemon sees EOF when the sandbox dies.
-            for fd in [
-                FD_CONTROL,
-                FD_SHELL_STDIN,
-                FD_SHELL_STDOUT,
-                FD_SHELL_STDERR,
-                FD_SHELL_MARKER,
-            ] {
-                // SAFETY: closing our own inherited descriptors.
-                unsafe { libc::close(fd) };
-            }
-            loop {
-                match waitpid(child, None) {
-                    Ok(WaitStatus::Exited(_, c)) => std::process::exit(c),
-                    Ok(WaitStatus::Signaled(..)) => std::process::exit(137),
-                    Err(nix::Error::EINTR) | Ok(_) => continue,
-                    Err(_) => std::process::exit(1),
-                }
-            }
-        }
-    }
+    // Stage 1 keeps nothing open, so the daemon sees EOF when the sandbox dies.
+    fork_stage2(
+        cfg,
+        &[
+            FD_CONTROL,
+            FD_SHELL_STDIN,
+            FD_SHELL_STDOUT,
+            FD_SHELL_STDERR,
+            FD_SHELL_MARKER,
+        ],
+    )
 }
 
 struct Init {
@@ -131,30 +112,16 @@ impl deltabox_process::guard::World for InitWorld<'_> {
         self.templates.contains(&pid) || in_nested_pid_ns(pid)
     }
     fn signal_all(&self, sig: i32, except_tgid: i32) -> usize {
-        let mut n = 0;
-        for pid in proc_pids() {
-            if pid == 1 || pid == except_tgid || self.is_template(pid) {
-                continue;
-            }
-            // SAFETY: kill(2) with plain integers.
-            if unsafe { libc::kill(pid, sig) } == 0 {
-                n += 1;
-            }
-        }
-        n
+        kill_each(
+            proc_pids().filter(|p| *p != 1 && *p != except_tgid && !self.is_template(*p)),
+            sig,
+        )
     }
     fn tgid(&self, tid: i32) -> i32 {
-        deltabox_process::inspect::status_field(tid, "Tgid")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(tid)
+        tgid_of(tid)
     }
     fn pidfd_target(&self, pid: i32, fd: i32) -> Option<i32> {
-        let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok()?;
-        if let Some(p) = deltabox_process::inspect::field(&info, "Pid") {
-            return p.parse().ok();
-        }
-        let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
-        link.strip_prefix("/proc").ok()?.to_str()?.parse().ok()
+        pidfd_target_at(pid, fd, None)
     }
     fn read_i32(&self, pid: i32, addr: u64) -> Option<i32> {
         read_i32(pid, addr)
@@ -231,35 +198,50 @@ impl deltabox_process::guard::World for NestedWorld {
         })
     }
     fn signal_all(&self, sig: i32, except_tgid: i32) -> usize {
-        let mut n = 0;
-        for p in proc_pids() {
-            let ids = ns_pids(p);
-            if p == except_tgid || !self.same_pidns(p) || self.protected(p, &ids) {
-                continue;
-            }
-            // SAFETY: kill(2) with plain integers.
-            if unsafe { libc::kill(p, sig) } == 0 {
-                n += 1;
-            }
-        }
-        n
+        kill_each(
+            proc_pids().filter(|p| {
+                *p != except_tgid && self.same_pidns(*p) && !self.protected(*p, &ns_pids(*p))
+            }),
+            sig,
+        )
     }
     fn tgid(&self, tid: i32) -> i32 {
-        deltabox_process::inspect::status_field(tid, "Tgid")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(tid)
+        tgid_of(tid)
     }
     fn pidfd_target(&self, pid: i32, fd: i32) -> Option<i32> {
-        let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok()?;
-        if let Some(ids) = deltabox_process::inspect::field(&info, "NSpid") {
-            return ids.split_whitespace().nth(self.level - 1)?.parse().ok();
-        }
-        let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
-        link.strip_prefix("/proc").ok()?.to_str()?.parse().ok()
+        pidfd_target_at(pid, fd, Some(self.level))
     }
     fn read_i32(&self, pid: i32, addr: u64) -> Option<i32> {
         read_i32(pid, addr)
     }
+}
+
+/// Sends `sig` to each of `pids`; returns how many got it.
+fn kill_each(pids: impl Iterator<Item = i32>, sig: i32) -> usize {
+    // SAFETY: kill(2) with plain integers.
+    pids.filter(|p| unsafe { libc::kill(*p, sig) } == 0).count()
+}
+
+fn tgid_of(tid: i32) -> i32 {
+    deltabox_process::inspect::status_field(tid, "Tgid")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(tid)
+}
+
+/// The pid a pidfd (or /proc/PID directory fd) of process `pid` refers to: as our
+/// /proc numbers it, or `level` pid namespaces deep (a nested caller's numbering).
+fn pidfd_target_at(pid: i32, fd: i32, level: Option<usize>) -> Option<i32> {
+    let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok()?;
+    let found = match level {
+        None => deltabox_process::inspect::field(&info, "Pid").map(str::to_string),
+        Some(l) => deltabox_process::inspect::field(&info, "NSpid")
+            .and_then(|ids| ids.split_whitespace().nth(l - 1).map(str::to_string)),
+    };
+    if let Some(p) = found {
+        return p.parse().ok();
+    }
+    let link = std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
+    link.strip_prefix("/proc").ok()?.to_str()?.parse().ok()
 }
 
 fn stage2(cfg: InitConfig) -> ! {
@@ -1431,6 +1413,12 @@ fn adopt_main(cfg: InitConfig) -> ! {
         | libc::CLONE_NEWCGROUP
         | libc::CLONE_NEWNET;
     pidfd::join(&pfd, flags).unwrap_or_else(|e| die(&format!("join the fork's namespaces: {e}")));
+    fork_stage2(cfg, &[FD_CONTROL, FD_ADOPT_PIDFD])
+}
+
+/// Forks stage 2 (pid 1, or the fork's init, in the new pid namespace); stage 1 closes
+/// `close` and lives on only to pass stage 2's exit status to the daemon.
+fn fork_stage2(cfg: InitConfig, close: &[i32]) -> ! {
     // SAFETY: this process is single-threaded (freshly exec'd), so fork is safe.
     match unsafe { fork() } {
         Err(e) => die(&format!("fork: {e}")),
@@ -1440,9 +1428,9 @@ fn adopt_main(cfg: InitConfig) -> ! {
             stage2(cfg)
         }
         Ok(ForkResult::Parent { child }) => {
-            for fd in [FD_CONTROL, FD_ADOPT_PIDFD] {
+            for fd in close {
                 // SAFETY: closing our own inherited descriptors.
-                unsafe { libc::close(fd) };
+                unsafe { libc::close(*fd) };
             }
             loop {
                 match waitpid(child, None) {

@@ -130,21 +130,8 @@ impl Sandbox {
             &[&ctl_child, &in_r, &out_w, &err_w, &mark_w],
         )?;
         drop((ctl_child, in_r, out_w, err_w, mark_w));
-        let outer = child.id() as i32;
-        let mut sb = Sandbox {
-            id: rec.id.clone(),
-            child,
-            ctl,
-            pipes: ShellPipes::new(in_w, out_r, err_r, mark_r),
-            store,
-            seq: 0,
-            shell_dead: None,
-            shell: rec.shell,
-            templates: Templates {
-                outer,
-                ..Default::default()
-            },
-        };
+        let pipes = ShellPipes::new(in_w, out_r, err_r, mark_r);
+        let mut sb = Sandbox::new(rec, child, ctl, pipes, store, None);
         let mnt = sb.mount_for(&rec.layers, &rec.base, &rec.upper)?;
         if let Err(e) = sb.call(Request::Root, Some(mnt), "setting up its root") {
             sb.kill();
@@ -203,12 +190,24 @@ impl Sandbox {
         let out_r = fds.pop().unwrap();
         let in_w = fds.pop().unwrap();
         let child = child.0.take().unwrap();
+        let pipes = ShellPipes::new(in_w, out_r, err_r, mark_r);
+        Ok(Sandbox::new(rec, child, ctl, pipes, store, reaper))
+    }
+
+    fn new(
+        rec: &SandboxRecord,
+        child: std::process::Child,
+        ctl: OwnedFd,
+        pipes: ShellPipes,
+        store: Arc<LayerStore>,
+        reaper: Option<i32>,
+    ) -> Sandbox {
         let outer = child.id() as i32;
-        Ok(Sandbox {
+        Sandbox {
             id: rec.id.clone(),
             child,
             ctl,
-            pipes: ShellPipes::new(in_w, out_r, err_r, mark_r),
+            pipes,
             store,
             seq: 0,
             shell_dead: None,
@@ -218,7 +217,7 @@ impl Sandbox {
                 reaper,
                 ..Default::default()
             },
-        })
+        }
     }
 
     /// Has this sandbox's init make a fork of checkpoint `ck`'s template in new

@@ -64,20 +64,55 @@ pub struct OverlaySpec {
     pub upper: Option<(PathBuf, PathBuf)>,
 }
 
+/// fsopen(2) of `fstype`: a new filesystem context.
+fn fs_open(fstype: &str) -> Result<OwnedFd> {
+    let t = cstr(fstype);
+    // SAFETY: t is NUL-terminated; fsopen returns a new fd or -1.
+    let raw = unsafe { libc::syscall(libc::SYS_fsopen, t.as_ptr(), FSOPEN_CLOEXEC) };
+    if raw < 0 {
+        return Err(SysError::last("fsopen", Some(PathBuf::from(fstype))));
+    }
+    // SAFETY: raw is a fresh fd we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw as RawFd) })
+}
+
+/// Creates the filesystem of a configured context (the error is the caller's to word).
+fn fs_create(fsfd: &OwnedFd) -> std::io::Result<()> {
+    // SAFETY: fsfd is an fs context; create takes no key or value.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fsfd.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_void>(),
+            0,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// fsmount(2): a detached mount of a created context, with MOUNT_ATTR_* `attr`.
+fn fs_mount(fsfd: &OwnedFd, what: &str, attr: u64) -> Result<OwnedFd> {
+    // SAFETY: fsfd is a created fs context; fsmount returns a new mount fd or -1.
+    let m = unsafe { libc::syscall(libc::SYS_fsmount, fsfd.as_raw_fd(), FSMOUNT_CLOEXEC, attr) };
+    if m < 0 {
+        return Err(SysError::last("fsmount", Some(PathBuf::from(what))));
+    }
+    // SAFETY: m is a fresh fd we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(m as RawFd) })
+}
+
 /// Creates a detached overlayfs mount and returns it as a file descriptor.
 ///
 /// Options are fixed so that layers stay plain overlay-format directories any kernel can
 /// stack: no redirects, no metacopy, no index (a directory rename that would need a
 /// redirect gets EXDEV and tools fall back to copying, as on Docker's overlay2).
 pub fn overlay_mount_fd(spec: &OverlaySpec) -> Result<OwnedFd> {
-    let fstype = cstr("overlay");
-    // SAFETY: fstype is NUL-terminated; fsopen returns a new fd or -1.
-    let raw = unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) };
-    if raw < 0 {
-        return Err(SysError::last("fsopen overlay", None));
-    }
-    // SAFETY: raw is a fresh fd we own.
-    let fsfd = unsafe { OwnedFd::from_raw_fd(raw as RawFd) };
+    let fsfd = fs_open("overlay")?;
     let fail = |what: &'static str, p: Option<PathBuf>, e: std::io::Error| {
         let log = fs_log(&fsfd);
         SysError::new(
@@ -100,65 +135,17 @@ pub fn overlay_mount_fd(spec: &OverlaySpec) -> Result<OwnedFd> {
         fsconfig_str(&fsfd, "workdir", &w.to_string_lossy())
             .map_err(|e| fail("overlay work dir", Some(w.clone()), e))?;
     }
-    // SAFETY: fsfd is a configured fs context.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_fsconfig,
-            fsfd.as_raw_fd(),
-            FSCONFIG_CMD_CREATE,
-            std::ptr::null::<libc::c_char>(),
-            std::ptr::null::<libc::c_void>(),
-            0,
-        )
-    };
-    if rc < 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(fail("create overlay", None, e));
-    }
-    // SAFETY: fsfd is a created fs context; fsmount returns a new mount fd or -1.
-    let m = unsafe { libc::syscall(libc::SYS_fsmount, fsfd.as_raw_fd(), FSMOUNT_CLOEXEC, 0) };
-    if m < 0 {
-        return Err(SysError::last("fsmount overlay", None));
-    }
-    // SAFETY: m is a fresh fd we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(m as RawFd) })
+    fs_create(&fsfd).map_err(|e| fail("create overlay", None, e))?;
+    fs_mount(&fsfd, "overlay", 0)
 }
 
 /// A detached mount of a fresh `fstype` instance with no options (proc, sysfs), made in
 /// the caller's mount namespace and attachable in another one (`attr`: MOUNT_ATTR_*).
 pub fn fs_mount_fd(fstype: &str, attr: u64) -> Result<OwnedFd> {
-    let t = cstr(fstype);
-    // SAFETY: t is NUL-terminated; fsopen returns a new fd or -1.
-    let raw = unsafe { libc::syscall(libc::SYS_fsopen, t.as_ptr(), FSOPEN_CLOEXEC) };
-    if raw < 0 {
-        return Err(SysError::last("fsopen", Some(PathBuf::from(fstype))));
-    }
-    // SAFETY: raw is a fresh fd we own.
-    let fsfd = unsafe { OwnedFd::from_raw_fd(raw as RawFd) };
-    // SAFETY: fsfd is an fs context; create takes no key or value.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_fsconfig,
-            fsfd.as_raw_fd(),
-            FSCONFIG_CMD_CREATE,
-            std::ptr::null::<libc::c_char>(),
-            std::ptr::null::<libc::c_void>(),
-            0,
-        )
-    };
-    if rc < 0 {
-        return Err(SysError::last(
-            "create filesystem",
-            Some(PathBuf::from(fstype)),
-        ));
-    }
-    // SAFETY: fsfd is a created fs context; fsmount returns a new mount fd or -1.
-    let m = unsafe { libc::syscall(libc::SYS_fsmount, fsfd.as_raw_fd(), FSMOUNT_CLOEXEC, attr) };
-    if m < 0 {
-        return Err(SysError::last("fsmount", Some(PathBuf::from(fstype))));
-    }
-    // SAFETY: m is a fresh fd we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(m as RawFd) })
+    let fsfd = fs_open(fstype)?;
+    fs_create(&fsfd)
+        .map_err(|e| SysError::new("create filesystem", Some(PathBuf::from(fstype)), e))?;
+    fs_mount(&fsfd, fstype, attr)
 }
 
 /// A detached copy of the mount of `path` (a file or a directory, followed through

@@ -144,6 +144,16 @@ impl Daemon {
         )
     }
 
+    /// Ids of the sandboxes `ls` lists.
+    pub fn ids(&self) -> Vec<String> {
+        self.json(&["ls"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_str().unwrap().to_string())
+            .collect()
+    }
+
     pub fn create(&self) -> String {
         self.json(&["create"])["id"].as_str().unwrap().to_string()
     }
