@@ -196,6 +196,16 @@ fn removing_a_sandbox_removes_the_sandboxes_forked_from_it() {
     let ck = d.checkpoint(&sb);
     let kids = fork(&d, &ck, 2);
     let grandkid = fork(&d, &d.checkpoint(&kids[0]), 1);
+    let ls = d.json(&["ls"]);
+    let from = |id: &str| {
+        ls.as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id)
+            .map(|s| s["forked_from"].clone())
+    };
+    assert_eq!(from(&kids[1]), Some(serde_json::json!(sb)));
+    assert_eq!(from(&grandkid[0]), Some(serde_json::json!(kids[0])));
     let other = d.create();
     d.json(&["rm", &sb]);
     let left: Vec<String> = d

@@ -38,6 +38,9 @@ pub struct SandboxInfo {
     /// The process the sandbox is leased to, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub owner_pid: Option<i32>,
+    /// The sandbox it was forked from (while both run: it ends with that one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forked_from: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -334,6 +337,7 @@ impl Manager {
             depth: slot.rec.layers.len(),
             created_unix_ms: slot.rec.created_unix_ms,
             owner_pid: slot.rec.owner.map(|o| o.pid),
+            forked_from: slot.rec.forked_from.clone(),
         })
     }
 
