@@ -221,3 +221,25 @@ fn removing_a_sandbox_removes_the_sandboxes_forked_from_it() {
         "forks of {sb} ({kids:?}, {grandkid:?}) must go with it"
     );
 }
+
+#[test]
+fn forking_a_checkpoint_without_its_template_says_what_to_do() {
+    let mut d = Daemon::start(IMG);
+    let sb = d.create();
+    d.sh(&sb, "echo kept > /root/f");
+    let ck = d.checkpoint(&sb);
+    d.crash();
+    d.spawn();
+    let out = d.cmd(&["fork", &ck]);
+    assert!(!out.status.success());
+    let err = stderr_of(&out);
+    assert!(
+        err.contains("no process template to fork") && err.contains("--files-only"),
+        "{err}"
+    );
+    // The way it names: files back, a new checkpoint, fork that.
+    d.json(&["restore", &sb, &ck, "--files-only"]);
+    let again = d.checkpoint(&sb);
+    let kid = fork(&d, &again, 1);
+    assert_eq!(d.sh(&kid[0], "cat /root/f").0, "kept\n");
+}

@@ -52,7 +52,9 @@ impl From<SandboxError> for ApiError {
             SandboxError::Dead { .. } => (S::CONFLICT, "dead"),
             SandboxError::BackgroundProcesses { .. } => (S::CONFLICT, "busy"),
             SandboxError::NotCapturable { .. } => (S::CONFLICT, "not_capturable"),
-            SandboxError::NoTemplate { .. } => (S::CONFLICT, "no_template"),
+            SandboxError::NoTemplate { .. } | SandboxError::NoTemplateToFork { .. } => {
+                (S::CONFLICT, "no_template")
+            }
             SandboxError::Io(m) if m.contains("No space left") => {
                 (S::INSUFFICIENT_STORAGE, "no_space")
             }

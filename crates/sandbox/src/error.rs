@@ -37,6 +37,8 @@ pub enum SandboxError {
     },
     #[error("checkpoint {ck} of sandbox {id} has no process template (templates live only in the running sandbox: they do not survive a daemon restart, and a template killed from the host is gone); restore its files alone with `deltabox restore {id} {ck} --files-only` (the shell starts fresh)")]
     NoTemplate { id: String, ck: String },
+    #[error("checkpoint {ck} of sandbox {id} has no process template to fork (templates live only in the running sandbox: they do not survive a daemon restart); restore its files alone with `deltabox restore {id} {ck} --files-only`, checkpoint again and fork that checkpoint")]
+    NoTemplateToFork { id: String, ck: String },
     #[error("invalid command: {0}")]
     BadCommand(String),
     #[error("base directory {path}: {why}")]

@@ -541,6 +541,10 @@ impl Manager {
         };
         let made = self
             .with_live(&ck.sandbox, |sb, _| sb.fork_from(&ck.id))
+            .map_err(|e| match e {
+                SandboxError::NoTemplate { id, ck } => SandboxError::NoTemplateToFork { id, ck },
+                e => e,
+            })
             .and_then(|fork| {
                 self.store.put_sandbox(&rec)?;
                 Sandbox::adopt(self.store.clone(), &self.paths, &rec, fork)
