@@ -117,22 +117,14 @@ pub fn table(r: &Report) -> String {
     );
     let _ = writeln!(o, "|---|---|---|---|---|---|");
     for (name, s, total) in [
-        ("DeltaBox fork, cold", &f.cold, Some(f.cold_total_ms)),
-        (
-            "DeltaBox fork, from a warm pool",
-            &f.warm,
-            Some(f.warm_total_ms),
-        ),
+        ("DeltaBox fork, cold", &f.cold, f.cold_total_ms),
+        ("DeltaBox fork, from a warm pool", &f.warm, f.warm_total_ms),
     ] {
         let x = &s.summary;
         let _ = writeln!(
             o,
             "| {name} | {} | {:.2} | {:.2} | {:.2} | {:.1} |",
-            x.n,
-            x.p50,
-            x.p90,
-            x.p99,
-            total.unwrap_or(0.0)
+            x.n, x.p50, x.p90, x.p99, total
         );
     }
     if let Some(c) = copy {

@@ -178,9 +178,7 @@ impl Template {
     /// A copy made with extra clone flags (new namespaces, for a forked sandbox): the
     /// caller drives it. Returns it and its pid as the template sees it.
     pub fn clone_with(&mut self, flags: u64) -> Result<(Tracee, i32)> {
-        let r = self.tracee.clone_with(flags);
-        self.tracee.park()?;
-        r
+        self.with_tracee(|t| t.clone_with(flags))
     }
 
     /// Runs `f` on the held template (injected syscalls), which is parked again after.

@@ -380,8 +380,7 @@ fn stage2(cfg: InitConfig) -> ! {
 
 /// Whether `pid` (as our /proc numbers it) lives in a pid namespace below ours.
 fn in_nested_pid_ns(pid: i32) -> bool {
-    deltabox_process::inspect::status_field(pid, "NSpid")
-        .is_some_and(|v| v.split_whitespace().count() > 1)
+    ns_pids(pid).len() > 1
 }
 
 /// Pids of the sandbox's pid namespace (init's /proc).
@@ -656,14 +655,7 @@ impl Init {
     }
 
     fn reap(&mut self) {
-        loop {
-            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) => self.child_gone(pid, code),
-                Ok(WaitStatus::Signaled(pid, sig, _)) => self.child_gone(pid, 128 + sig as i32),
-                Ok(WaitStatus::StillAlive) | Err(_) => break,
-                Ok(_) => continue,
-            }
-        }
+        reap_exits(WaitPidFlag::WNOHANG, |pid, code| self.child_gone(pid, code));
     }
 
     fn child_gone(&mut self, pid: Pid, code: i32) {
@@ -929,11 +921,7 @@ impl Init {
                 let _ = nix::unistd::setsid();
                 // In a forked sandbox the shell belongs in its user namespace (pid 1's),
                 // out of reach of the parent sandbox, like the shell it replaces.
-                let in_userns = self.cfg.adopt.is_none()
-                    || std::fs::File::open("/proc/1/ns/user").is_ok_and(|ns| {
-                        // SAFETY: setns with a namespace descriptor we own.
-                        unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWUSER) == 0 }
-                    });
+                let in_userns = self.cfg.adopt.is_none() || join_user_ns_of_pid1();
                 if !in_userns || caps::drop_to(caps::KEEP).is_err() {
                     // SAFETY: exiting the forked child without running destructors.
                     unsafe { libc::_exit(112) };
@@ -1129,10 +1117,7 @@ fn drop_caps_in(t: &mut Tracee, keep: &[u32]) -> Result<(), ProcessError> {
             libc::PR_CAP_AMBIENT_CLEAR_ALL as u64,
         ],
     )?;
-    let mut mask = [0u32; 2];
-    for &c in keep {
-        mask[(c / 32) as usize] |= 1 << (c % 32);
-    }
+    let mask = caps::mask(keep);
     // v3 header {version, pid} then two {effective, permitted, inheritable}.
     let mut blob = Vec::new();
     for w in [0x2008_0522u32, 0, mask[0], mask[0], 0, mask[1], mask[1], 0] {
@@ -1208,8 +1193,8 @@ impl Init {
     }
 
     /// Takes the shell-to-be over: its pipes' other ends (they go to the daemon with
-    /// the reply), a sandbox shell's capabilities, a guard of its own, then the move of
-    /// its cwd and files onto this root.
+    /// the reply), a sandbox shell's capabilities, then the move of its cwd and files
+    /// onto this root.
     fn take_shell(&mut self, a: &Adopt) -> R<()> {
         let spid = a.shell;
         let sfd = pidfd::open(spid).map_err(|x| x.to_string())?;
@@ -1356,10 +1341,7 @@ fn write_id_maps(pid: i32) -> R<()> {
     match unsafe { fork() } {
         Err(e) => Err(format!("fork the id-map helper: {e}")),
         Ok(ForkResult::Child) => {
-            let ok = std::fs::File::open("/proc/1/ns/user").is_ok_and(|ns| {
-                // SAFETY: setns with a namespace fd we own.
-                unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWUSER) == 0 }
-            }) && write().is_ok();
+            let ok = join_user_ns_of_pid1() && write().is_ok();
             // SAFETY: leaving the forked child without running the parent's destructors.
             unsafe { libc::_exit(if ok { 0 } else { 1 }) }
         }
@@ -1370,6 +1352,15 @@ fn write_id_maps(pid: i32) -> R<()> {
             )),
         },
     }
+}
+
+/// Joins the user namespace of pid 1 (in a forked sandbox, the fork's own); in a
+/// forked child process only, since this cannot be undone.
+fn join_user_ns_of_pid1() -> bool {
+    std::fs::File::open("/proc/1/ns/user").is_ok_and(|ns| {
+        // SAFETY: setns with a namespace descriptor we own.
+        unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWUSER) == 0 }
+    })
 }
 
 /// The descriptors of process `pid` that are pipes, with the pipes' inodes.
@@ -1463,17 +1454,7 @@ pub fn reaper_main(supervisor: i32) -> ! {
     };
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     loop {
-        loop {
-            match waitpid(
-                Pid::from_raw(-1),
-                Some(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL),
-            ) {
-                Ok(WaitStatus::Exited(pid, code)) => report(pid, code),
-                Ok(WaitStatus::Signaled(pid, sig, _)) => report(pid, 128 + sig as i32),
-                Ok(WaitStatus::StillAlive) | Err(_) => break,
-                Ok(_) => continue,
-            }
-        }
+        reap_exits(WaitPidFlag::WNOHANG | WaitPidFlag::__WALL, report);
         let mut fds = [
             PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
             PollFd::new(sup.as_fd(), PollFlags::POLLIN),
@@ -1481,6 +1462,19 @@ pub fn reaper_main(supervisor: i32) -> ! {
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) if fds[1].revents().is_some_and(|r| !r.is_empty()) => std::process::exit(0),
             _ => while sfd.read_signal().ok().flatten().is_some() {},
+        }
+    }
+}
+
+/// Reaps every child that has ended (waitpid with `flags`, WNOHANG among them), passing
+/// each pid and its exit code (128 + signal when killed) to `gone`.
+fn reap_exits(flags: WaitPidFlag, mut gone: impl FnMut(Pid, i32)) {
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(flags)) {
+            Ok(WaitStatus::Exited(pid, code)) => gone(pid, code),
+            Ok(WaitStatus::Signaled(pid, sig, _)) => gone(pid, 128 + sig as i32),
+            Ok(WaitStatus::StillAlive) | Err(_) => break,
+            Ok(_) => continue,
         }
     }
 }

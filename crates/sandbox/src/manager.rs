@@ -100,6 +100,9 @@ pub struct Handle {
     templates: Option<crate::sandbox::Templates>,
     /// The sandbox it was forked from (`SandboxRecord::forked_from`), likewise.
     forked_from: Option<String>,
+    /// Its lease (`SandboxRecord::owner`), likewise: the lease check must not wait for
+    /// an exec that holds the slot.
+    owner: Mutex<Option<Owner>>,
 }
 
 pub struct Manager {
@@ -178,6 +181,7 @@ impl Manager {
             squashing: AtomicBool::new(false),
             templates: sb.as_ref().map(|s| s.templates()),
             forked_from: rec.forked_from.clone(),
+            owner: Mutex::new(rec.owner),
             slot: Mutex::new(Slot { sb, rec, dead }),
         });
         self.sandboxes
@@ -347,13 +351,7 @@ impl Manager {
     }
 
     pub fn list(&self) -> Vec<SandboxInfo> {
-        let pooled: std::collections::HashSet<String> = self
-            .pools
-            .lock()
-            .unwrap()
-            .values()
-            .flat_map(|(_, ready)| ready.iter().cloned())
-            .collect();
+        let pooled = self.pooled_ids();
         let hs: Vec<_> = self
             .sandboxes
             .lock()
@@ -512,6 +510,7 @@ impl Manager {
         slot.rec.owner = owner;
         slot.rec.created_unix_ms = now_ms();
         self.store.put_sandbox(&slot.rec)?;
+        *h.owner.lock().unwrap() = owner;
         Ok(())
     }
 
@@ -587,6 +586,16 @@ impl Manager {
         Ok(self.pool_ready(&ck.id))
     }
 
+    /// Children waiting in warm pools (not listed, not counted).
+    fn pooled_ids(&self) -> std::collections::HashSet<String> {
+        self.pools
+            .lock()
+            .unwrap()
+            .values()
+            .flat_map(|(_, ready)| ready.iter().cloned())
+            .collect()
+    }
+
     fn pool_ready(&self, ck: &str) -> usize {
         self.pools
             .lock()
@@ -652,17 +661,10 @@ impl Manager {
                 .map(|o| o.id.clone())
                 .collect()
         };
-        let cks: Vec<String> = self
-            .pools
+        self.pools
             .lock()
             .unwrap()
-            .keys()
-            .filter(|ck| self.store.checkpoint_any(ck).is_ok_and(|c| c.sandbox == id))
-            .cloned()
-            .collect();
-        for ck in cks {
-            self.pools.lock().unwrap().remove(&ck);
-        }
+            .retain(|ck, _| !self.store.checkpoint_any(ck).is_ok_and(|c| c.sandbox == id));
         for f in forks {
             let _ = self.remove(&f);
         }
@@ -689,7 +691,7 @@ impl Manager {
         let leased: Vec<(String, Owner)> = {
             let hs: Vec<_> = self.sandboxes.lock().unwrap().values().cloned().collect();
             hs.iter()
-                .filter_map(|h| Some((h.id.clone(), h.slot.lock().unwrap().rec.owner?)))
+                .filter_map(|h| Some((h.id.clone(), (*h.owner.lock().unwrap())?)))
                 .collect()
         };
         leased
@@ -799,15 +801,8 @@ impl Manager {
 
     /// Store usage; `sandboxes` counts those listed (not warm-pool children).
     pub fn usage(&self) -> Usage {
-        let pooled: usize = self
-            .pools
-            .lock()
-            .unwrap()
-            .values()
-            .map(|(_, r)| r.len())
-            .sum();
         let mut u = self.store.usage();
-        u.sandboxes = u.sandboxes.saturating_sub(pooled);
+        u.sandboxes = u.sandboxes.saturating_sub(self.pooled_ids().len());
         u
     }
 

@@ -23,6 +23,15 @@ pub const KEEP: &[u32] = &[
     31, // CAP_SETFCAP
 ];
 
+/// The capability sets' two 32-bit words holding `keep` (capset(2), version 3).
+pub fn mask(keep: &[u32]) -> [u32; 2] {
+    let mut mask = [0u32; 2];
+    for &c in keep {
+        mask[(c / 32) as usize] |= 1 << (c % 32);
+    }
+    mask
+}
+
 pub fn last_cap() -> u32 {
     std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
@@ -51,10 +60,7 @@ pub fn drop_to(keep: &[u32]) -> Result<()> {
             0,
         )
     };
-    let mut mask = [0u32; 2];
-    for &c in keep {
-        mask[(c / 32) as usize] |= 1 << (c % 32);
-    }
+    let mask = mask(keep);
     #[repr(C)]
     struct Header {
         version: u32,

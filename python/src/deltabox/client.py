@@ -91,14 +91,10 @@ class Checkpoint:
         """`n` new sandboxes that start exactly here (files and shell), each isolated in
         its own namespaces; like `Client.create`, they are leased to this process and
         removed with the client unless `keep`."""
-        body: Dict[str, Any] = {"n": n}
-        if not keep:
-            body["owner_pid"] = os.getpid()
-        r = self.box.client._call("POST", f"/v1/checkpoints/{self.id}/fork", body)
-        kids = [Sandbox(self.box.client, {"id": i, "shell": self.box.shell}) for i in r["ids"]]
-        if not keep:
-            self.box.client._owned.update(k.id for k in kids)
-        return kids
+        client = self.box.client
+        body = client._leased({"n": n}, keep, None)
+        r = client._call("POST", f"/v1/checkpoints/{self.id}/fork", body)
+        return [client._own(Sandbox(client, {"id": i, "shell": self.box.shell}), keep) for i in r["ids"]]
 
     def pool(self, size: int) -> int:
         """Keep `size` children pre-forked so that `fork` hands them out at once (0 empties
@@ -303,9 +299,18 @@ class Client:
         body: Dict[str, Any] = {"net": net, "shell": shell}
         if base:
             body["base"] = base
+        body = self._leased(body, keep, owner_pid)
+        return self._own(Sandbox(self, self._call("POST", "/v1/sandboxes", body)), keep)
+
+    @staticmethod
+    def _leased(body: Dict[str, Any], keep: bool, owner_pid: Optional[int]) -> Dict[str, Any]:
+        """The request body, leased to `owner_pid` (default: this process unless `keep`)."""
         if owner_pid is not None or not keep:
             body["owner_pid"] = owner_pid if owner_pid is not None else os.getpid()
-        box = Sandbox(self, self._call("POST", "/v1/sandboxes", body))
+        return body
+
+    def _own(self, box: Sandbox, keep: bool) -> Sandbox:
+        """Removes `box` with this client unless `keep`."""
         if not keep:
             self._owned.add(box.id)
         return box
