@@ -108,6 +108,21 @@ const PROCMAP_QUERY_VMA_WRITABLE: u64 = 0x02;
 const PROCMAP_QUERY_VMA_SHARED: u64 = 0x08;
 const PROCMAP_QUERY_COVERING_OR_NEXT_VMA: u64 = 0x10;
 
+/// The mapping that covers `addr`: (start, end, file offset, inode), from PROCMAP_QUERY
+/// on an open /proc/PID/maps. `None` without the ioctl or mapping.
+pub(crate) fn vma_backing(maps: &std::fs::File, addr: u64) -> Option<(u64, u64, u64, u64)> {
+    use std::os::fd::AsRawFd;
+    let mut q = ProcmapQuery {
+        size: std::mem::size_of::<ProcmapQuery>() as u64,
+        query_addr: addr,
+        ..Default::default()
+    };
+    let req = nix::request_code_readwrite!(b'f', 17, std::mem::size_of::<ProcmapQuery>());
+    // SAFETY: `q` is a properly sized procmap_query with no name or build-id buffers.
+    let rc = unsafe { libc::ioctl(maps.as_raw_fd(), req as _, &mut q as *mut ProcmapQuery) };
+    (rc == 0 && q.vma_start <= addr).then_some((q.vma_start, q.vma_end, q.vma_offset, q.inode))
+}
+
 /// Asks the kernel for the first writable shared mapping of `pid` (PROCMAP_QUERY: one
 /// ioctl instead of reading and parsing maps, which is most of the cost of an inspect).
 /// `None` when the kernel does not have the ioctl: read maps instead.

@@ -6,6 +6,7 @@
 //!   moving a process onto a new root (cwd and open files).
 //! * [`guard`]: the seccomp supervisor that keeps templates out of the sandbox's reach.
 //! * [`memory`]: what a template costs.
+//! * [`reroot`]: fresh kernel ancestry for a template's memory, so forks stay cheap.
 //!
 //! Everything here runs in the sandbox's init, which is single-threaded: ptrace ties a
 //! tracee to the thread that attached it.
@@ -14,6 +15,7 @@ mod error;
 pub mod guard;
 pub mod inspect;
 pub mod memory;
+pub mod reroot;
 pub mod template;
 pub mod tracee;
 

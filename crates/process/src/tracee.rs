@@ -146,7 +146,7 @@ impl Tracee {
         read_memory(self.pid, addr, len)
     }
 
-    fn write_mem(&self, addr: u64, data: &[u8]) -> Result<()> {
+    pub fn write_mem(&self, addr: u64, data: &[u8]) -> Result<()> {
         let n = process_vm_writev(
             self.pid,
             &[IoSlice::new(data)],

@@ -1,88 +1,17 @@
 //! Real ptrace: checkpoint a Python process blocked in read(), change it, restore it
 //! from its template several times. Needs root (CAP_SYS_PTRACE).
 
+mod common;
+
+use common::root_mount_id;
 use deltabox_process::{checkpoint, Context};
 use nix::unistd::Pid;
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
-
-const REPL: &str = r#"
-import sys, os
-ns = {"os": os}
-while True:
-    line = sys.stdin.readline()
-    if not line:
-        break
-    try:
-        r = eval(line, ns)
-    except SyntaxError:
-        exec(line, ns); r = None
-    print(repr(r), flush=True)
-"#;
-
-fn root_mount_id() -> u64 {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    info.lines()
-        .find(|l| l.split_whitespace().nth(4) == Some("/"))
-        .and_then(|l| l.split_whitespace().next())
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
-struct Session {
-    to: std::fs::File,
-    from: BufReader<std::fs::File>,
-}
-
-impl Session {
-    fn ask(&mut self, line: &str) -> String {
-        self.to.write_all(format!("{line}\n").as_bytes()).unwrap();
-        let mut s = String::new();
-        self.from.read_line(&mut s).unwrap();
-        s.trim().to_string()
-    }
-}
 
 #[test]
 fn template_restores_heap_cwd_and_files_many_times() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("log");
-    let (in_r, in_w) = nix::unistd::pipe().unwrap();
-    let (out_r, out_w) = nix::unistd::pipe().unwrap();
-    let pipes = [
-        std::fs::File::from(in_r.try_clone().unwrap())
-            .metadata()
-            .unwrap()
-            .ino(),
-        std::fs::File::from(out_r.try_clone().unwrap())
-            .metadata()
-            .unwrap()
-            .ino(),
-    ];
-    let mut cmd = Command::new("python3");
-    // SAFETY: close_range is async-signal-safe; descriptors a test harness leaks
-    // (an inherited pipe, for instance) would otherwise make the process uncapturable.
-    unsafe {
-        cmd.pre_exec(|| {
-            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-            Ok(())
-        });
-    }
-    let mut child = cmd
-        .args(["-c", REPL])
-        .current_dir(dir.path())
-        .stdin(Stdio::from(in_r))
-        .stdout(Stdio::from(out_w))
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut s = Session {
-        to: in_w.into(),
-        from: BufReader::new(out_r.into()),
-    };
+    let (mut child, mut s, pipes) = common::spawn_repl(dir.path());
     s.ask("big = bytes(range(256)) * (40 << 12)"); // 40 MiB
     s.ask(&format!("f = open({:?}, 'a+')", log.display().to_string()));
     s.ask("f.write('one\\n'); f.flush()");
