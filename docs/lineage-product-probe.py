@@ -11,6 +11,8 @@ import sys, time, statistics
 from deltabox import Client
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 300
 mode = sys.argv[2] if len(sys.argv) > 2 else "chain"
+# Think time after each restore (an agent's next LLM call): the sandbox's idle moments.
+think = float(sys.argv[3]) / 1000 if len(sys.argv) > 3 else 0.0
 with Client() as c:
     box = c.create(shell="python")
     box.exec("import array, random\npad = [array.array('d', (random.random() for _ in range(1 << 16))) for _ in range(130)]")
@@ -21,6 +23,7 @@ with Client() as c:
         ck = box.checkpoint()
         if mode in ("chain", "keep5"):
             r = box.restore(ck)   # the shell becomes a fork of the newest template
+            time.sleep(think)
         else:
             r = 0.0
         cks.append((ck.ms, r)); hist.append(ck)

@@ -83,6 +83,17 @@ pub fn shared_writable_mapping(maps: &str) -> Option<String> {
     })
 }
 
+/// A mapping as PROCMAP_QUERY reports it; `prot` in PROT_* bits (read 1, write 2,
+/// exec 4: the kernel's PROCMAP_QUERY_VMA_* bits match them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Vma {
+    pub start: u64,
+    pub end: u64,
+    pub offset: u64,
+    pub inode: u64,
+    pub prot: u64,
+}
+
 /// `struct procmap_query` (linux/fs.h, Linux 6.11+).
 #[repr(C)]
 #[derive(Default)]
@@ -108,9 +119,9 @@ const PROCMAP_QUERY_VMA_WRITABLE: u64 = 0x02;
 const PROCMAP_QUERY_VMA_SHARED: u64 = 0x08;
 const PROCMAP_QUERY_COVERING_OR_NEXT_VMA: u64 = 0x10;
 
-/// The mapping that covers `addr`: (start, end, file offset, inode), from PROCMAP_QUERY
-/// on an open /proc/PID/maps. `None` without the ioctl or mapping.
-pub(crate) fn vma_backing(maps: &std::fs::File, addr: u64) -> Option<(u64, u64, u64, u64)> {
+/// The mapping that covers `addr`, from PROCMAP_QUERY on an open /proc/PID/maps.
+/// `None` without the ioctl or mapping.
+pub(crate) fn vma_at(maps: &std::fs::File, addr: u64) -> Option<Vma> {
     use std::os::fd::AsRawFd;
     let mut q = ProcmapQuery {
         size: std::mem::size_of::<ProcmapQuery>() as u64,
@@ -120,7 +131,13 @@ pub(crate) fn vma_backing(maps: &std::fs::File, addr: u64) -> Option<(u64, u64, 
     let req = nix::request_code_readwrite!(b'f', 17, std::mem::size_of::<ProcmapQuery>());
     // SAFETY: `q` is a properly sized procmap_query with no name or build-id buffers.
     let rc = unsafe { libc::ioctl(maps.as_raw_fd(), req as _, &mut q as *mut ProcmapQuery) };
-    (rc == 0 && q.vma_start <= addr).then_some((q.vma_start, q.vma_end, q.vma_offset, q.inode))
+    (rc == 0 && q.vma_start <= addr).then_some(Vma {
+        start: q.vma_start,
+        end: q.vma_end,
+        offset: q.vma_offset,
+        inode: q.inode,
+        prot: q.vma_flags & 7,
+    })
 }
 
 /// Asks the kernel for the first writable shared mapping of `pid` (PROCMAP_QUERY: one

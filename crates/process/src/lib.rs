@@ -1,6 +1,7 @@
 //! DeltaCR: process checkpoints as frozen, forked templates (no kernel patch).
 //!
 //! * [`tracee`]: ptrace mechanics — stop a process, inject syscalls, fork it remotely.
+//! * [`batch`]: many syscalls and copies run by the stopped process itself in one go.
 //! * [`inspect`]: decide whether a fork of a process is an exact, independent copy.
 //! * [`template`]: checkpoint (fork + park) and restore (fork the template again), and
 //!   moving a process onto a new root (cwd and open files).
@@ -11,6 +12,7 @@
 //! Everything here runs in the sandbox's init, which is single-threaded: ptrace ties a
 //! tracee to the thread that attached it.
 
+pub mod batch;
 mod error;
 pub mod guard;
 pub mod inspect;

@@ -9,20 +9,23 @@
 //! with the generations before.
 //!
 //! [`plan`] picks the mappings (pure: parsed from smaps); [`reroot`] swaps them in a
-//! stopped process by injected syscalls: map a fresh region between two guard pages
-//! (so it cannot merge with a neighbour and its old ancestry), copy the pages that are
-//! the process's own, set the protection, `mremap` it over the old one (atomic), unmap
-//! the guards. A mapping that cannot be swapped exactly is left as it was.
+//! stopped process, the process itself running the syscalls and copies in batches
+//! ([`crate::batch`]): map a fresh region with guard pages around it (so it cannot
+//! merge with a neighbour and its old ancestry), copy the pages that are the process's
+//! own, set the protection, `mremap` it over the old one (atomic). A mapping that
+//! cannot be swapped exactly is left as it was.
 
+use crate::batch::{Area, Op};
 use crate::error::{ProcessError, Result};
-use crate::inspect::{proc_read, vma_backing};
+use crate::inspect::{proc_read, vma_at};
 use crate::tracee::Tracee;
 use std::os::unix::fs::FileExt;
 
 const PAGE: u64 = 4096;
 /// Mappings with at most this much anonymous memory are "small" (libraries' data and
-/// relocation tables: most mappings, little memory).
-pub const SMALL_BYTES: u64 = 1 << 20;
+/// relocation tables: most mappings, little memory; a program's data lives in bigger
+/// ones).
+pub const SMALL_BYTES: u64 = 64 << 10;
 /// VmFlags a swapped mapping reproduces exactly (a fresh private mapping made
 /// read-write, then given the old protection). Anything else is left alone.
 const REPRODUCIBLE_FLAGS: [&str; 9] = ["rd", "wr", "ex", "mr", "mw", "me", "ac", "sd", "mt"];
@@ -34,6 +37,51 @@ pub enum Tier {
     Small,
     /// All that can be.
     All,
+}
+
+/// Fork generations a process's mappings have behind them since they were last
+/// re-rooted, per tier: what decides when re-rooting pays.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Lineage {
+    pub small: u32,
+    pub big: u32,
+}
+
+/// Small mappings are re-rooted once this many generations have piled up: they are
+/// ~90% of a Python process's mappings with private pages but a few MB, so their copy is
+/// cheap and keeps most of a fork's per-generation cost away.
+pub const SMALL_AFTER: u32 = 2;
+/// All mappings (the heap too: one un-shared copy of the process) after this many.
+pub const ALL_AFTER: u32 = 24;
+
+impl Lineage {
+    /// The lineage of a fork of a process with this one.
+    pub fn forked(self) -> Lineage {
+        Lineage {
+            small: self.small + 1,
+            big: self.big + 1,
+        }
+    }
+
+    /// The re-root that is due, if any; the whole process only when `long` (a copy of
+    /// all its memory: for long idle moments).
+    pub fn due(self, long: bool) -> Option<Tier> {
+        if long && self.big >= ALL_AFTER {
+            Some(Tier::All)
+        } else if self.small >= SMALL_AFTER {
+            Some(Tier::Small)
+        } else {
+            None
+        }
+    }
+
+    /// The lineage after a re-root of `tier`.
+    pub fn rerooted(self, tier: Tier) -> Lineage {
+        match tier {
+            Tier::All => Lineage::default(),
+            Tier::Small => Lineage { small: 0, ..self },
+        }
+    }
 }
 
 /// A private mapping to give a fresh ancestry.
@@ -138,10 +186,17 @@ pub struct Rerooted {
     pub bytes_copied: u64,
 }
 
-/// Swaps each of `regions` of the stopped `t` for a fresh copy (see the module doc).
-/// Stops early, between regions, once `budget` has passed; returns how many regions it
-/// went through. Memory contents never change; an error leaves the current region as
-/// it was.
+/// Regions per slice of a [`reroot`], and anonymous bytes: a slice is one reservation
+/// and two batches, a couple of milliseconds.
+const SLICE_REGIONS: usize = 64;
+const SLICE_BYTES: u64 = 2 << 20;
+/// madvise(2) advice (Linux 5.14+; not in every libc crate).
+const MADV_POPULATE_WRITE: u64 = 23;
+
+/// Swaps each of `regions` of the stopped `t` for a fresh copy (see the module doc), a
+/// slice at a time, until all are done or `budget` has passed; returns how many regions
+/// it went through. Memory contents never change: a region that cannot be swapped
+/// exactly is left as it was.
 pub fn reroot(
     t: &mut Tracee,
     regions: &[Region],
@@ -149,42 +204,40 @@ pub fn reroot(
 ) -> Result<(usize, Rerooted)> {
     let started = std::time::Instant::now();
     let pid = t.pid.as_raw();
-    let maps =
-        std::fs::File::open(format!("/proc/{pid}/maps")).map_err(|e| proc_err(pid, "maps", e))?;
-    let pagemap = std::fs::File::open(format!("/proc/{pid}/pagemap"))
-        .map_err(|e| proc_err(pid, "pagemap", e))?;
-    // Read through /proc/PID/mem: process_vm_readv pins pages, and pinning a page shared
-    // with other processes un-shares it first (a copy per page read).
-    let mem =
-        std::fs::File::open(format!("/proc/{pid}/mem")).map_err(|e| proc_err(pid, "mem", e))?;
-    let files = Files {
-        maps: &maps,
-        pagemap: &pagemap,
-        mem: &mem,
+    let open = |file: &'static str| {
+        std::fs::File::open(format!("/proc/{pid}/{file}")).map_err(|e| proc_err(pid, file, e))
     };
+    let files = Files {
+        maps: &open("maps")?,
+        pagemap: &open("pagemap")?,
+    };
+    let area = Area::map(t)?;
     let mut done = Rerooted::default();
     let mut n = 0;
-    for r in regions {
-        if n > 0 && started.elapsed() >= budget {
-            break;
-        }
-        n += 1;
-        match swap(t, r, &files)? {
-            Some(bytes) => {
-                done.regions += 1;
-                done.bytes_copied += bytes;
+    let res = (|| {
+        while n < regions.len() && (n == 0 || started.elapsed() < budget) {
+            let mut k = 0;
+            let mut bytes = 0;
+            while n + k < regions.len() && k < SLICE_REGIONS && (k == 0 || bytes < SLICE_BYTES) {
+                bytes += regions[n + k].anon_bytes;
+                k += 1;
             }
-            None => done.skipped += 1,
+            let slice = swap_slice(t, &area, &regions[n..n + k], &files)?;
+            done.regions += slice.regions;
+            done.skipped += slice.skipped;
+            done.bytes_copied += slice.bytes_copied;
+            n += k;
         }
-    }
-    Ok((n, done))
+        Ok(())
+    })();
+    area.release(t)?;
+    res.map(|_| (n, done))
 }
 
 /// The target's /proc files a re-root reads.
 struct Files<'a> {
     maps: &'a std::fs::File,
     pagemap: &'a std::fs::File,
-    mem: &'a std::fs::File,
 }
 
 fn proc_err(pid: i32, file: &'static str, e: std::io::Error) -> ProcessError {
@@ -195,162 +248,203 @@ fn proc_err(pid: i32, file: &'static str, e: std::io::Error) -> ProcessError {
     }
 }
 
-/// One region: `Some(bytes copied)`, or `None` when it was left alone.
-fn swap(t: &mut Tracee, r: &Region, files: &Files) -> Result<Option<u64>> {
-    let len = r.end - r.start;
-    // The region must still be what was planned (a plan is made in one idle moment and
-    // carried out over several).
-    let same = match (vma_backing(files.maps, r.start), &r.file) {
-        (Some((s, e, off, ino)), Some((_, o, i))) => (s, e, off, ino) == (r.start, r.end, *o, *i),
-        (Some((s, e, _, 0)), None) => (s, e) == (r.start, r.end),
-        _ => false,
-    };
-    if !same {
-        return Ok(None);
+/// One slice: fresh mappings for `regions` inside one PROT_NONE reservation (a guard
+/// page around each, so none merges with a neighbour and its ancestry), checked, filled
+/// with the process's own pages, protected, and moved over the old ones.
+fn swap_slice(t: &mut Tracee, area: &Area, regions: &[Region], files: &Files) -> Result<Rerooted> {
+    let mut out = Rerooted::default();
+    // Still what was planned? (A plan is carried out over several idle moments.)
+    let todo: Vec<&Region> = regions
+        .iter()
+        .filter(|r| {
+            let ok = vma_at(files.maps, r.start).is_some_and(|v| {
+                (v.start, v.end) == (r.start, r.end)
+                    && match &r.file {
+                        Some((_, off, ino)) => (v.offset, v.inode) == (*off, *ino),
+                        None => v.inode == 0,
+                    }
+            });
+            out.skipped += usize::from(!ok);
+            ok
+        })
+        .collect();
+    if todo.is_empty() {
+        return Ok(out);
     }
-    let fd = match &r.file {
-        None => -1,
-        Some((path, ..)) => {
-            let mut c = path.as_bytes().to_vec();
-            c.push(0);
-            let flags = (libc::O_RDONLY | libc::O_CLOEXEC) as u64;
-            let at = libc::AT_FDCWD as u64;
-            match t.with_scratch(&c, |t, a| {
-                t.call("openat", libc::SYS_openat, &[at, a, flags])
-            }) {
-                Ok(fd) => fd,
-                Err(ProcessError::Injected { .. }) => return Ok(None),
-                Err(e) => return Err(e),
+    let total: u64 = todo.iter().map(|r| r.end - r.start + PAGE).sum::<u64>() + PAGE;
+    let none = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE) as u64;
+    let base = t.call(
+        "mmap",
+        libc::SYS_mmap,
+        &[0, total, libc::PROT_NONE as u64, none, u64::MAX, 0],
+    )? as u64;
+    let res = fill_and_move(t, area, &todo, base, files);
+    t.call("munmap", libc::SYS_munmap, &[base, total])?;
+    let (moved, bytes) = res?;
+    out.regions += moved;
+    out.skipped += todo.len() - moved;
+    out.bytes_copied += bytes;
+    Ok(out)
+}
+
+fn fill_and_move(
+    t: &mut Tracee,
+    area: &Area,
+    todo: &[&Region],
+    base: u64,
+    files: &Files,
+) -> Result<(usize, u64)> {
+    let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+    let fixed = (libc::MAP_PRIVATE | libc::MAP_FIXED) as u64;
+    let mut tmps = Vec::with_capacity(todo.len());
+    let mut at = base + PAGE;
+    let mut ops = Vec::new();
+    let mut data = 0u64;
+    for r in todo {
+        let len = r.end - r.start;
+        tmps.push(at);
+        match &r.file {
+            None => ops.push(Op::syscall(
+                libc::SYS_mmap,
+                &[at, len, rw, fixed | libc::MAP_ANONYMOUS as u64, u64::MAX, 0],
+            )),
+            Some((path, off, _)) => {
+                let mut c = path.as_bytes().to_vec();
+                c.push(0);
+                let p = area.put_data(t, data, &c)?;
+                data += c.len() as u64;
+                let flags = (libc::O_RDONLY | libc::O_CLOEXEC) as u64;
+                ops.push(Op::syscall(libc::SYS_openat, &[libc::AT_FDCWD as u64, p, flags]).saved());
+                ops.push(Op::syscall(libc::SYS_mmap, &[at, len, rw, fixed, 0, *off]).fd_in_arg4());
+                ops.push(Op::syscall(libc::SYS_close, &[0]).fd_in_arg0());
             }
         }
-    };
-    let guard = t.call(
-        "mmap",
-        libc::SYS_mmap,
-        &[
-            0,
-            len + 2 * PAGE,
-            libc::PROT_NONE as u64,
-            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE) as u64,
-            u64::MAX,
-            0,
-        ],
-    );
-    let guard = match guard {
-        Ok(g) => g as u64,
-        Err(e) => {
-            close(t, fd)?;
-            return Err(e);
+        at += len + PAGE;
+    }
+    area.run(t, &ops)?;
+    // The fresh mapping must be there, and map the very file (reopened by path).
+    let good: Vec<(&Region, u64)> = todo
+        .iter()
+        .zip(&tmps)
+        .filter(|(r, tmp)| {
+            vma_at(files.maps, **tmp).is_some_and(|v| {
+                v.start == **tmp
+                    && v.end == **tmp + (r.end - r.start)
+                    && match &r.file {
+                        Some((_, off, ino)) => (v.offset, v.inode) == (*off, *ino),
+                        None => v.inode == 0,
+                    }
+            })
+        })
+        .map(|(r, tmp)| (*r, *tmp))
+        .collect();
+    let mut ops = Vec::new();
+    let mut bytes = 0;
+    for (r, tmp) in &good {
+        for (off, len) in own_runs(r, files.pagemap, t.pid.as_raw())? {
+            // Faulting the pages in in one call beats a trap per page during the copy.
+            ops.push(Op::syscall(
+                libc::SYS_madvise,
+                &[tmp + off, len, MADV_POPULATE_WRITE],
+            ));
+            ops.push(Op::copy(tmp + off, r.start + off, len));
+            bytes += len;
         }
-    };
-    let tmp = guard + PAGE;
-    let res = fill(t, r, fd, tmp, files);
-    close(t, fd)?;
-    let copied = match res {
-        Ok(Some(bytes)) => bytes,
-        other => {
-            t.call("munmap", libc::SYS_munmap, &[guard, len + 2 * PAGE])?;
-            return other;
+        let len = r.end - r.start;
+        if r.prot as u64 != rw {
+            ops.push(Op::syscall(libc::SYS_mprotect, &[*tmp, len, r.prot as u64]));
         }
-    };
-    let flags = (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64;
-    if let Err(e) = t.call("mremap", libc::SYS_mremap, &[tmp, len, len, flags, r.start]) {
-        t.call("munmap", libc::SYS_munmap, &[guard, len + 2 * PAGE])?;
-        return Err(e);
+        let mv = (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64;
+        ops.push(Op::syscall(
+            libc::SYS_mremap,
+            &[*tmp, len, len, mv, r.start],
+        ));
     }
-    // The copy has moved out from between the guards: this unmaps the guards alone.
-    t.call("munmap", libc::SYS_munmap, &[guard, len + 2 * PAGE])?;
-    Ok(Some(copied))
-}
-
-fn close(t: &mut Tracee, fd: i64) -> Result<()> {
-    if fd >= 0 {
-        t.call("close", libc::SYS_close, &[fd as u64])?;
-    }
-    Ok(())
-}
-
-/// Maps the fresh region at `tmp`, copies into it, gives it the old protection.
-fn fill(t: &mut Tracee, r: &Region, fd: i64, tmp: u64, files: &Files) -> Result<Option<u64>> {
-    let len = r.end - r.start;
-    let (mut flags, off) = (
-        libc::MAP_PRIVATE | libc::MAP_FIXED,
-        r.file.as_ref().map_or(0, |f| f.1),
-    );
-    if fd < 0 {
-        flags |= libc::MAP_ANONYMOUS;
-    }
-    let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
-    t.call(
-        "mmap",
-        libc::SYS_mmap,
-        &[tmp, len, rw, flags as u64, fd as u64, off],
-    )?;
-    if let Some((_, o, i)) = &r.file {
-        // Reopened by path: it must be the very file that is mapped.
-        match vma_backing(files.maps, tmp) {
-            Some((_, _, off, ino)) if off == *o && ino == *i => {}
-            _ => return Ok(None),
+    area.run(t, &ops)?;
+    // What moved (the old mapping is gone then), with the right protection.
+    let mut moved = 0;
+    for (r, tmp) in &good {
+        let Some(v) = vma_at(files.maps, r.start) else {
+            continue;
+        };
+        if v.start != r.start || vma_at(files.maps, *tmp).is_some_and(|x| x.start == *tmp) {
+            continue;
+        }
+        moved += 1;
+        if v.prot != r.prot as u64 {
+            t.call(
+                "mprotect",
+                libc::SYS_mprotect,
+                &[r.start, r.end - r.start, r.prot as u64],
+            )?;
         }
     }
-    let copied = copy_own_pages(t, r, tmp, files)?;
-    if r.prot != rw as i32 {
-        t.call("mprotect", libc::SYS_mprotect, &[tmp, len, r.prot as u64])?;
-    }
-    Ok(Some(copied))
+    Ok((moved, bytes))
 }
 
-/// Copies the pages of `r` that are the process's own (anonymous: written at some
-/// point) to `tmp`. Pages still backed by the file, never touched, or all zero in an
-/// anonymous mapping read the same in the fresh mapping without a copy.
-fn copy_own_pages(t: &Tracee, r: &Region, tmp: u64, files: &Files) -> Result<u64> {
-    let pid = t.pid.as_raw();
+/// Runs (offset, length) of the pages of `r` that are the process's own: anonymous
+/// (written at some point), not the shared zero page. Pages still backed by the file,
+/// never touched, or zero read the same in a fresh mapping without a copy.
+fn own_runs(r: &Region, pagemap: &std::fs::File, pid: i32) -> Result<Vec<(u64, u64)>> {
     let pages = ((r.end - r.start) / PAGE) as usize;
     let mut raw = vec![0u8; pages * 8];
-    files
-        .pagemap
+    pagemap
         .read_exact_at(&mut raw, r.start / PAGE * 8)
         .map_err(|e| proc_err(pid, "pagemap", e))?;
+    let zero = zero_pfn();
     let own = |i: usize| {
         let e = u64::from_ne_bytes(raw[i * 8..i * 8 + 8].try_into().unwrap_or_default());
         let present = e & (1 << 63) != 0;
         let swapped = e & (1 << 62) != 0;
         let file_page = e & (1 << 61) != 0;
-        swapped || (present && !file_page)
+        let pfn = e & ((1 << 55) - 1);
+        swapped || (present && !file_page && Some(pfn) != zero)
     };
-    let anon = r.file.is_none();
-    let mut copied = 0;
+    let mut runs = Vec::new();
     let mut i = 0;
     while i < pages {
         if !own(i) {
             i += 1;
             continue;
         }
-        // A run of own pages, at most 1 MiB at a time.
         let mut j = i + 1;
-        while j < pages && own(j) && j - i < 256 {
+        while j < pages && own(j) {
             j += 1;
         }
-        let at = r.start + i as u64 * PAGE;
-        let len = (j - i) * PAGE as usize;
-        let mut data = vec![0u8; len];
-        files
-            .mem
-            .read_exact_at(&mut data, at)
-            .map_err(|e| ProcessError::Tracee {
-                pid,
-                what: format!("reading {len} bytes at {at:#x} to re-root them: {e}"),
-            })?;
-        for (k, page) in data.chunks(PAGE as usize).enumerate() {
-            if anon && page.iter().all(|b| *b == 0) {
-                continue;
-            }
-            t.write_mem(tmp + (i + k) as u64 * PAGE, page)?;
-            copied += PAGE;
-        }
+        runs.push((i as u64 * PAGE, (j - i) as u64 * PAGE));
         i = j;
     }
-    Ok(copied)
+    Ok(runs)
+}
+
+/// The frame number of the kernel's shared zero page, as pagemap shows it to us (a
+/// read of untouched anonymous memory maps it). `None` when pagemap hides frame numbers.
+fn zero_pfn() -> Option<u64> {
+    static ZERO: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *ZERO.get_or_init(|| {
+        let len = PAGE as usize;
+        let (prot, flags) = (libc::PROT_READ, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS);
+        // SAFETY: a fresh private anonymous page, unmapped below; nothing else uses it.
+        let p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, -1, 0) };
+        if p == libc::MAP_FAILED {
+            return None;
+        }
+        // SAFETY: `p` is the readable page just mapped; the read maps the zero page.
+        let _ = unsafe { std::ptr::read_volatile(p as *const u8) };
+        let entry = pagemap_entry(p as u64);
+        // SAFETY: unmaps exactly the page mapped above.
+        unsafe { libc::munmap(p, len) };
+        let e = entry?;
+        let pfn = e & ((1 << 55) - 1);
+        (e & (1 << 63) != 0 && pfn != 0).then_some(pfn)
+    })
+}
+
+fn pagemap_entry(addr: u64) -> Option<u64> {
+    let f = std::fs::File::open("/proc/self/pagemap").ok()?;
+    let mut e = [0u8; 8];
+    f.read_exact_at(&mut e, addr / PAGE * 8).ok()?;
+    Some(u64::from_ne_bytes(e))
 }
 
 #[cfg(test)]
@@ -419,6 +513,32 @@ VmFlags: rd wr mr mw me gd ac
             all[4].file.as_ref().map(|f| f.0.as_str()),
             Some("/opt/my lib.so")
         );
+    }
+
+    #[test]
+    fn re_roots_fall_due_by_generations() {
+        let mut l = Lineage::default();
+        let mut seen = Vec::new();
+        for _ in 0..(2 * ALL_AFTER) {
+            l = l.forked();
+            if let Some(t) = l.due(true) {
+                seen.push(t);
+                l = l.rerooted(t);
+            }
+        }
+        assert_eq!(seen.iter().filter(|t| **t == Tier::All).count(), 2);
+        let small = seen.iter().filter(|t| **t == Tier::Small).count();
+        assert!(
+            small >= (2 * ALL_AFTER / SMALL_AFTER) as usize - 4,
+            "{seen:?}"
+        );
+        assert_eq!(l.forked().forked().due(true), Some(Tier::Small));
+        let deep = Lineage {
+            small: 0,
+            big: ALL_AFTER,
+        };
+        assert_eq!(deep.due(false), None);
+        assert_eq!(deep.due(true), Some(Tier::All));
     }
 
     #[test]

@@ -55,6 +55,8 @@ pub struct Tracee {
     syscall_at: u64,
     /// Signals that arrived while we held the process; sent again when it is let go.
     deferred: Vec<Signal>,
+    /// The syscall it was stopped in, if any: (number, first argument).
+    interrupted: Option<(u64, u64)>,
 }
 
 fn ptrace_err(op: &'static str, pid: Pid) -> impl Fn(Errno) -> ProcessError {
@@ -110,8 +112,10 @@ impl Tracee {
             resume: resume_regs(regs),
             syscall_at: 0,
             deferred: Vec::new(),
+            interrupted: None,
         };
         let in_syscall = (regs.orig_rax as i64) >= 0 && regs.rip >= 2;
+        t.interrupted = in_syscall.then_some((regs.orig_rax, regs.rdi));
         t.syscall_at =
             if in_syscall && t.read_mem(regs.rip - 2, 2).ok() == Some(SYSCALL_INSN.to_vec()) {
                 regs.rip - 2
@@ -140,6 +144,11 @@ impl Tracee {
             pid: self.pid.as_raw(),
             what: "has no syscall instruction to inject at (no vDSO)".into(),
         })
+    }
+
+    /// The syscall the process was stopped in, if any: (number, first argument).
+    pub fn interrupted_syscall(&self) -> Option<(u64, u64)> {
+        self.interrupted
     }
 
     pub fn read_mem(&self, addr: u64, len: usize) -> Result<Vec<u8>> {
@@ -226,6 +235,42 @@ impl Tracee {
         Ok((out.rax as i64, child))
     }
 
+    /// Runs code of the process at `at` (a [`crate::batch`] stub) with `set` registers
+    /// until it traps; the process's own registers come back when it is let go.
+    pub fn run_code(&mut self, at: u64, set: &[(crate::batch::Reg, u64)]) -> Result<()> {
+        use crate::batch::Reg;
+        let mut r = self.resume;
+        r.rip = at;
+        r.orig_rax = u64::MAX;
+        for (reg, v) in set {
+            match reg {
+                Reg::Rbx => r.rbx = *v,
+                Reg::R12 => r.r12 = *v,
+            }
+        }
+        let pid = self.pid;
+        ptrace::setregs(pid, r).map_err(ptrace_err("setregs", pid))?;
+        ptrace::cont(pid, None).map_err(ptrace_err("cont", pid))?;
+        loop {
+            match wait(pid)? {
+                WaitStatus::Stopped(_, Signal::SIGTRAP) => return Ok(()),
+                WaitStatus::Stopped(
+                    _,
+                    sig @ (Signal::SIGSEGV | Signal::SIGBUS | Signal::SIGILL | Signal::SIGFPE),
+                ) => {
+                    // Not delivered: the process resumes from its own registers later.
+                    return Err(ProcessError::Tracee {
+                        pid: pid.as_raw(),
+                        what: format!("got {sig} running a batch of injected operations"),
+                    });
+                }
+                WaitStatus::Stopped(_, sig) => self.deferred.push(sig),
+                _ => {}
+            }
+            ptrace::cont(pid, None).map_err(ptrace_err("cont", pid))?;
+        }
+    }
+
     /// Injects a syscall; a negative result becomes an error naming `call`.
     pub fn call(&mut self, call: &'static str, nr: i64, args: &[u64]) -> Result<i64> {
         let (rv, _) = self.run(nr, args)?;
@@ -271,6 +316,7 @@ impl Tracee {
             resume: self.resume,
             syscall_at: self.syscall_at,
             deferred: Vec::new(),
+            interrupted: self.interrupted,
         };
         Ok((t, rv as i32))
     }

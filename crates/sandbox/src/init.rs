@@ -8,6 +8,7 @@
 //! closes, which tears the whole pid namespace down with it.
 
 use crate::protocol::*;
+use deltabox_process::reroot::{Lineage, Tier};
 use deltabox_process::tracee::Tracee;
 use deltabox_process::{Move, ProcessError, Template};
 use deltabox_sys::{caps, fdpass, mount, net, pidfd};
@@ -91,10 +92,35 @@ struct Init {
     /// the pipe on which pid 1, the reaper, reports the exits of the processes it reaps.
     adopt_pidfd: Option<OwnedFd>,
     reaper: Option<std::fs::File>,
+    /// Fork generations behind each shell, template and spare (by pid; absent: none).
+    lineage: std::collections::HashMap<i32, Lineage>,
+    /// A template's re-root in progress, carried out a slice per idle moment.
+    rerooting: Option<Rerooting>,
+    /// Re-rooting on (DELTABOX_REROOT=0 turns it off: for comparisons).
+    cfg_reroot: bool,
+    /// When the sandbox was last in use (a request, a guarded syscall).
+    quiet_since: std::time::Instant,
+    /// The last idle step could not do its work (the shell was busy): wait before
+    /// trying again.
+    stalled: bool,
 }
 
-/// Idle time after which init forks a missing spare.
-const SPARE_IDLE_MS: u16 = 20;
+struct Rerooting {
+    /// A template's checkpoint id; `None`: the shell.
+    ck: Option<String>,
+    tier: Tier,
+    todo: Vec<deltabox_process::reroot::Region>,
+}
+
+/// Longest stretch of idle work (a slice of a re-root) before init looks for requests.
+const IDLE_SLICE: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Quiet time after which init does its idle work (re-roots of small mappings, then
+/// missing spares).
+const SHORT_IDLE: std::time::Duration = std::time::Duration::from_millis(20);
+/// Quiet time after which init re-roots whole processes (a copy of tens of MB: ~0.4 ms
+/// per MB here), when an agent waits for its model rather than between two calls.
+const LONG_IDLE: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// How many recently used templates keep a spare copy. A spare shares every page with
 /// its template: it costs page tables (about 0.2% of the template's RSS) and a task.
@@ -269,6 +295,11 @@ fn stage2(cfg: InitConfig) -> ! {
         reply_fds: Vec::new(),
         adopt_pidfd: None,
         reaper: None,
+        lineage: Default::default(),
+        rerooting: None,
+        cfg_reroot: std::env::var_os("DELTABOX_REROOT").is_none_or(|v| v != "0"),
+        quiet_since: std::time::Instant::now(),
+        stalled: false,
     };
     if init.cfg.adopt.is_some() {
         // SAFETY: FD_ADOPT_PIDFD was passed by the daemon and is owned by us from here;
@@ -321,18 +352,26 @@ fn stage2(cfg: InitConfig) -> ! {
                     .iter()
                     .map(|g| PollFd::new(g.as_fd(), PollFlags::POLLIN)),
             );
-            // Spares are made only when the sandbox has been idle for a while (agents
-            // think between operations), so they never delay a request.
-            let timeout = if init.spare_wanted().is_some() {
-                PollTimeout::from(SPARE_IDLE_MS)
-            } else {
-                PollTimeout::NONE
+            // Idle work (re-roots, spares) starts only when the sandbox has been idle for
+            // a while (agents think between operations) and goes in short slices, so it
+            // never holds a request up for long.
+            let timeout = match init.idle_work_in() {
+                None => PollTimeout::NONE,
+                Some(wait) => {
+                    let wait = if init.stalled {
+                        wait.max(SHORT_IDLE)
+                    } else {
+                        wait
+                    };
+                    PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX)
+                }
             };
             match poll(&mut fds, timeout) {
                 Err(nix::Error::EINTR) => continue,
                 Err(e) => die(&format!("poll: {e}")),
                 Ok(0) => {
-                    init.refill_spare();
+                    let long = init.quiet_since.elapsed() >= LONG_IDLE;
+                    init.stalled = !init.idle_step(long);
                     continue;
                 }
                 Ok(_) => {
@@ -340,6 +379,13 @@ fn stage2(cfg: InitConfig) -> ! {
                         .iter()
                         .map(|f| f.revents().unwrap_or(PollFlags::empty()))
                         .collect();
+                    // A request or a guarded syscall means the sandbox is in use: idle
+                    // work waits for the next quiet spell. (Exits and ptrace stops,
+                    // idle work's own included, do not count.)
+                    if !ev[0].is_empty() || ev[n_fixed..].iter().any(|e| !e.is_empty()) {
+                        init.quiet_since = std::time::Instant::now();
+                        init.stalled = false;
+                    }
                     let reaper_ev = if n_fixed > 2 {
                         ev[2]
                     } else {
@@ -374,6 +420,7 @@ fn stage2(cfg: InitConfig) -> ! {
             };
             init.send(&reply);
             init.retired.clear();
+            init.quiet_since = std::time::Instant::now();
         }
     }
 }
@@ -461,17 +508,145 @@ impl Init {
             .cloned()
     }
 
-    /// Forks one missing spare (when idle: see the poll loop).
-    fn refill_spare(&mut self) {
-        let Some(ck) = self.spare_wanted() else {
-            return;
+    fn lineage_of(&self, pid: Pid) -> Lineage {
+        self.lineage.get(&pid.as_raw()).copied().unwrap_or_default()
+    }
+
+    /// How long until idle work may start (zero: now); `None`: there is none.
+    fn idle_work_in(&self) -> Option<std::time::Duration> {
+        let quiet = self.quiet_since.elapsed();
+        if self.rerooting.is_some()
+            || self.spare_wanted().is_some()
+            || self.reroot_wanted(false).is_some()
+        {
+            Some(SHORT_IDLE.saturating_sub(quiet))
+        } else if self.reroot_wanted(true).is_some() {
+            Some(LONG_IDLE.saturating_sub(quiet))
+        } else {
+            None
+        }
+    }
+
+    /// The process whose mappings are due a fresh ancestry: first the most recently
+    /// used template (a rollback forks it, or its spare, next), then the shell (a
+    /// checkpoint forks it). Its checkpoint id (`None`: the shell), pid and tier.
+    /// Older templates are left as they are: each re-root is a copy of the process.
+    /// Whole processes only in a `long` idle moment.
+    fn reroot_wanted(&self, long: bool) -> Option<(Option<String>, Pid, Tier)> {
+        if !self.cfg_reroot {
+            return None;
+        }
+        let template = self.recent.back().and_then(|ck| {
+            let t = self.templates.get(ck)?;
+            Some((
+                Some(ck.clone()),
+                t.pid(),
+                self.lineage_of(t.pid()).due(long)?,
+            ))
+        });
+        template.or_else(|| {
+            let shell = self.shell?;
+            Some((None, shell, self.lineage_of(shell).due(long)?))
+        })
+    }
+
+    /// One slice of idle work: re-roots first (a spare forked from a re-rooted
+    /// template starts a short lineage), then missing spares. Whether it did any.
+    fn idle_step(&mut self, long: bool) -> bool {
+        if self.rerooting.is_none() {
+            if let Some((ck, pid, tier)) = self.reroot_wanted(long) {
+                if ck.is_none() && !self.shell_is_idle(pid) {
+                    // Running a command: left for a later idle moment. Spares go on.
+                    return self.refill_spare();
+                }
+                match deltabox_process::reroot::plan_for(pid.as_raw(), tier) {
+                    Ok(todo) => self.rerooting = Some(Rerooting { ck, tier, todo }),
+                    Err(e) => self.rerooted(pid, tier, Some(e)),
+                }
+            }
+        }
+        let Some(r) = self.rerooting.take() else {
+            return self.refill_spare();
         };
+        let slice = |t: &mut Tracee| deltabox_process::reroot::reroot(t, &r.todo, IDLE_SLICE);
+        let (pid, res) = match (&r.ck, self.shell) {
+            (Some(ck), _) => match self.templates.get_mut(ck) {
+                Some(t) => (t.pid(), t.with_tracee(slice)),
+                None => return true,
+            },
+            // A new shell (restored meanwhile) descends from the same lineage: the plan
+            // goes on with it (each region is checked against its mappings first).
+            (None, Some(shell)) if self.shell_is_idle(shell) => {
+                let res = Tracee::seize(shell).and_then(|mut t| {
+                    // Stopped: still blocked in read (not woken meanwhile)?
+                    let reading =
+                        t.interrupted_syscall().map(|s| s.0) == Some(libc::SYS_read as u64);
+                    let res = if reading {
+                        slice(&mut t)
+                    } else {
+                        Ok((0, Default::default()))
+                    };
+                    t.detach()?;
+                    res
+                });
+                (shell, res)
+            }
+            // The shell is busy: go on in a later idle moment.
+            (None, _) => {
+                self.rerooting = Some(r);
+                return false;
+            }
+        };
+        match res {
+            Ok((n, _)) if n < r.todo.len() => {
+                let mut r = r;
+                r.todo.drain(..n);
+                self.rerooting = Some(r);
+            }
+            Ok(_) => self.rerooted(pid, r.tier, None),
+            Err(e) => self.rerooted(pid, r.tier, Some(e)),
+        }
+        true
+    }
+
+    /// Notes a finished re-root (or a failed one: the process is as it was — a region
+    /// that fails is left alone — and is not tried again until it forks a new
+    /// generation).
+    fn rerooted(&mut self, pid: Pid, tier: Tier, err: Option<ProcessError>) {
+        if let Some(e) = err {
+            eprintln!("deltabox init: re-root of pid {pid}: {e}");
+        }
+        self.lineage
+            .insert(pid.as_raw(), self.lineage_of(pid).rerooted(tier));
+    }
+
+    /// Whether the shell waits for its next command (blocked in read, one thread, no
+    /// other process about): its memory can be re-rooted without racing anything.
+    fn shell_is_idle(&self, shell: Pid) -> bool {
+        let in_read = std::fs::read_to_string(format!("/proc/{shell}/syscall"))
+            .is_ok_and(|s| s.split_whitespace().next() == Some("0"));
+        in_read
+            && deltabox_process::inspect::status_field(shell.as_raw(), "Threads").as_deref()
+                == Some("1")
+            && self.others().is_empty()
+    }
+
+    /// Forks one missing spare (when idle: see the poll loop). Whether it tried.
+    fn refill_spare(&mut self) -> bool {
+        let Some(ck) = self.spare_wanted() else {
+            return false;
+        };
+        let Some(tp) = self.templates.get(&ck).map(|t| t.pid()) else {
+            return false;
+        };
+        let lineage = self.lineage_of(tp).forked();
         let Some(t) = self.templates.get_mut(&ck) else {
-            return;
+            return false;
         };
         match t.spawn() {
             Ok(m) => {
                 self.protected.insert(m.pid().as_raw());
+                self.lineage.insert(m.pid().as_raw(), lineage);
                 self.spares.insert(ck, m);
             }
             Err(e) => {
@@ -479,6 +654,7 @@ impl Init {
                 self.recent.retain(|c| *c != ck);
             }
         }
+        true
     }
 
     /// Reads the `Mount` message that completes a checkpoint or restore.
@@ -499,8 +675,17 @@ impl Init {
 
     /// Waits until every one of `pids` (already sent SIGKILL) is exiting or gone.
     fn wait_exiting(&mut self, pids: &[i32]) {
+        self.wait_until(pids, ProcStat::exiting)
+    }
+
+    /// Waits (5 s at most) until every one of `pids` is gone or in the state `done`.
+    fn wait_until(&mut self, pids: &[i32], done: impl Fn(&ProcStat) -> bool) {
         let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while !pids.iter().all(|p| is_exiting(*p)) && std::time::Instant::now() < until {
+        let all = |pids: &[i32]| {
+            pids.iter()
+                .all(|p| proc_stat(*p).is_none_or(|st| done(&st)))
+        };
+        while !all(pids) && std::time::Instant::now() < until {
             self.reap();
             std::thread::sleep(std::time::Duration::from_micros(50));
         }
@@ -543,6 +728,8 @@ impl Init {
         }
         let pid = template.pid().as_raw();
         self.protected.insert(pid);
+        let lineage = self.lineage_of(live.pid()).forked();
+        self.lineage.insert(pid, lineage);
         if let Some(old) = self.templates.insert(ck.clone(), template) {
             old.kill();
         }
@@ -576,9 +763,18 @@ impl Init {
                 .spares
                 .remove(ck)
                 .filter(|m| !is_exiting(m.pid().as_raw()));
-            spare
-                .map(Ok)
-                .or_else(|| self.templates.get_mut(ck).map(|t| t.spawn()))
+            match spare {
+                Some(m) => Some(Ok(m)),
+                None => {
+                    let tp = self.templates.get(ck).map(|t| t.pid());
+                    let lineage = tp.map(|p| self.lineage_of(p).forked()).unwrap_or_default();
+                    let copy = self.templates.get_mut(ck).map(|t| t.spawn());
+                    if let Some(Ok(m)) = &copy {
+                        self.lineage.insert(m.pid().as_raw(), lineage);
+                    }
+                    copy
+                }
+            }
         };
         let copy = match forked {
             Some(Err(e)) => {
@@ -593,7 +789,18 @@ impl Init {
         if let Some(c) = &copy {
             doomed.retain(|p| *p != c.pid().as_raw());
         }
+        // Stopped now, killed once the copy runs: the teardown of a big process then
+        // goes on beside the reply, not in the way of the copy's first steps.
+        for p in &doomed {
+            let _ = kill(Pid::from_raw(*p), Signal::SIGSTOP);
+        }
+        let reply = self.restore_onto(ck, copy, &doomed);
         kill_all(&doomed);
+        reply
+    }
+
+    /// The rest of a restore, with the old processes stopped.
+    fn restore_onto(&mut self, ck: &str, copy: Option<Move>, doomed: &[i32]) -> Reply {
         let mnt = self.await_mount();
         let Some(mnt) = mnt else {
             if let Some(c) = copy {
@@ -603,7 +810,7 @@ impl Init {
                 error: "the restore was abandoned: no new root arrived".into(),
             };
         };
-        self.wait_exiting(&doomed);
+        self.wait_until(doomed, |st| st.stopped() || st.exiting());
         // The old root's last reference goes with these: its teardown (the overlay's
         // sync) happens after the reply, not before.
         self.retired.extend(mount::open_path(Path::new("/")).ok());
@@ -659,6 +866,7 @@ impl Init {
     }
 
     fn child_gone(&mut self, pid: Pid, code: i32) {
+        self.lineage.remove(&pid.as_raw());
         if self.protected.remove(&pid.as_raw()) {
             // Killed from outside the sandbox (inside, the guard forbids it).
             self.templates.retain(|_, t| t.pid() != pid);
@@ -980,6 +1188,9 @@ fn mount_id(path: &str) -> R<u64> {
 
 fn kill_all(pids: &[i32]) {
     for p in pids {
+        // Their teardown goes on after we stop waiting (see `wait_exiting`): let it
+        // take spare CPU only.
+        let _ = deltabox_sys::sched::run_only_when_idle(*p);
         let _ = kill(Pid::from_raw(*p), Signal::SIGKILL);
     }
 }
@@ -1008,6 +1219,10 @@ impl ProcStat {
     fn exiting(&self) -> bool {
         const PF_EXITING: u64 = 0x4;
         self.state == "Z" || self.state == "X" || self.flags & PF_EXITING != 0
+    }
+
+    fn stopped(&self) -> bool {
+        self.state == "T" || self.state == "t"
     }
 }
 

@@ -10,6 +10,7 @@ pub mod mount;
 pub mod net;
 pub mod pidfd;
 pub mod probe;
+pub mod sched;
 
 use std::path::PathBuf;
 
