@@ -22,64 +22,81 @@ use crate::tracee::Tracee;
 use std::os::unix::fs::FileExt;
 
 const PAGE: u64 = 4096;
-/// Mappings with at most this much anonymous memory are "small" (libraries' data and
-/// relocation tables: most mappings, little memory; a program's data lives in bigger
-/// ones).
-pub const SMALL_BYTES: u64 = 64 << 10;
 /// VmFlags a swapped mapping reproduces exactly (a fresh private mapping made
 /// read-write, then given the old protection). Anything else is left alone.
 const REPRODUCIBLE_FLAGS: [&str; 9] = ["rd", "wr", "ex", "mr", "mw", "me", "ac", "sd", "mt"];
+/// Mappings bigger than this are copied only in long idle moments: one such copy holds
+/// the process (and a request that arrives meanwhile) for milliseconds.
+pub const BIG_BYTES: u64 = 4 << 20;
 
-/// Which mappings to re-root.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tier {
-    /// Those with at most [`SMALL_BYTES`] of anonymous memory: cheap in memory.
-    Small,
-    /// All that can be.
-    All,
+/// Generations a mapping of `anon_bytes` may pile up before it is re-rooted.
+///
+/// Each generation costs a fork one link per mapping; a re-root costs a copy of the
+/// mapping. Copying every `sqrt(bytes / 4 KiB)` generations balances the two (the sum of
+/// link and copy costs is lowest there): libraries' data every 2, a 1 MiB arena every
+/// 16, a 16 MiB heap every 64.
+pub fn generations_before_reroot(anon_bytes: u64) -> u32 {
+    ((anon_bytes / PAGE) as f64).sqrt().max(2.0) as u32
 }
 
-/// Fork generations a process's mappings have behind them since they were last
-/// re-rooted, per tier: what decides when re-rooting pays.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// Fork generations behind a process, and at which one each of its mappings was last
+/// re-rooted: how many live generations a mapping's kernel ancestry spans (its
+/// "depth"), and so what a fork of the process costs.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Lineage {
-    pub small: u32,
-    pub big: u32,
+    /// Forks along this process's ancestry since its sandbox's first shell.
+    pub generation: u32,
+    /// The generation at which the mapping starting at this address was re-rooted.
+    rerooted: std::collections::BTreeMap<u64, u32>,
+    /// The generation at which a look at the mappings last found nothing due.
+    checked: u32,
+    /// ... but for big mappings, which wait for a long idle moment.
+    big_waiting: bool,
 }
-
-/// Small mappings are re-rooted once this many generations have piled up: they are
-/// ~90% of a Python process's mappings with private pages but a few MB, so their copy is
-/// cheap and keeps most of a fork's per-generation cost away.
-pub const SMALL_AFTER: u32 = 2;
-/// All mappings (the heap too: one un-shared copy of the process) after this many.
-pub const ALL_AFTER: u32 = 24;
 
 impl Lineage {
     /// The lineage of a fork of a process with this one.
-    pub fn forked(self) -> Lineage {
+    pub fn forked(&self) -> Lineage {
         Lineage {
-            small: self.small + 1,
-            big: self.big + 1,
+            generation: self.generation + 1,
+            ..self.clone()
         }
     }
 
-    /// The re-root that is due, if any; the whole process only when `long` (a copy of
-    /// all its memory: for long idle moments).
-    pub fn due(self, long: bool) -> Option<Tier> {
-        if long && self.big >= ALL_AFTER {
-            Some(Tier::All)
-        } else if self.small >= SMALL_AFTER {
-            Some(Tier::Small)
-        } else {
-            None
-        }
+    fn depth(&self, start: u64) -> u32 {
+        self.generation - self.rerooted.get(&start).copied().unwrap_or(0)
     }
 
-    /// The lineage after a re-root of `tier`.
-    pub fn rerooted(self, tier: Tier) -> Lineage {
-        match tier {
-            Tier::All => Lineage::default(),
-            Tier::Small => Lineage { small: 0, ..self },
+    /// Whether a look at the mappings ([`Lineage::due`]) may find one due: not if the
+    /// last look, in this generation, found none (for a `long` idle moment: none big).
+    pub fn may_be_due(&self, long: bool) -> bool {
+        self.generation > self.checked || (long && self.big_waiting)
+    }
+
+    /// The mappings of `regions` (a plan of the whole process) due a re-root, most
+    /// overdue first; big ones only when `long`. Nothing due: noted, so that
+    /// [`Lineage::may_be_due`] waits for new generations.
+    pub fn due(&mut self, regions: Vec<Region>, long: bool) -> Vec<Region> {
+        let (mut due, big): (Vec<(f64, Region)>, Vec<(f64, Region)>) = regions
+            .into_iter()
+            .filter_map(|r| {
+                let over =
+                    self.depth(r.start) as f64 / generations_before_reroot(r.anon_bytes) as f64;
+                (over >= 1.0).then_some((over, r))
+            })
+            .partition(|(_, r)| long || r.anon_bytes <= BIG_BYTES);
+        if due.is_empty() {
+            self.checked = self.generation;
+            self.big_waiting = !big.is_empty();
+        }
+        due.sort_by(|a, b| b.0.total_cmp(&a.0));
+        due.into_iter().map(|(_, r)| r).collect()
+    }
+
+    /// Notes that the mappings starting at `starts` have just been re-rooted.
+    pub fn rerooted(&mut self, starts: impl IntoIterator<Item = u64>) {
+        for s in starts {
+            self.rerooted.insert(s, self.generation);
         }
     }
 }
@@ -96,13 +113,14 @@ pub struct Region {
     pub anon_bytes: u64,
 }
 
-/// The mappings of a process (its smaps text) worth and safe to re-root.
-pub fn plan(smaps: &str, tier: Tier) -> Vec<Region> {
+/// The mappings of a process (its smaps text) that have pages of their own and can be
+/// re-rooted exactly.
+pub fn plan(smaps: &str) -> Vec<Region> {
     let mut out = Vec::new();
     let mut cur: Option<(Region, bool)> = None;
     let flush = |c: Option<(Region, bool)>, out: &mut Vec<Region>| {
         if let Some((r, true)) = c {
-            if r.anon_bytes > 0 && (tier == Tier::All || r.anon_bytes <= SMALL_BYTES) {
+            if r.anon_bytes > 0 {
                 out.push(r);
             }
         }
@@ -172,9 +190,9 @@ pub fn plan(smaps: &str, tier: Tier) -> Vec<Region> {
     out
 }
 
-/// The mappings of `pid` to re-root in `tier`.
-pub fn plan_for(pid: i32, tier: Tier) -> Result<Vec<Region>> {
-    Ok(plan(&proc_read(pid, "smaps")?, tier))
+/// The mappings of `pid` that can be re-rooted (see [`plan`]).
+pub fn plan_for(pid: i32) -> Result<Vec<Region>> {
+    Ok(plan(&proc_read(pid, "smaps")?))
 }
 
 /// What a [`reroot`] did.
@@ -490,7 +508,7 @@ VmFlags: rd wr mr mw me gd ac
 
     #[test]
     fn plans_private_mappings_with_own_pages_only() {
-        let all = plan(SMAPS, Tier::All);
+        let all = plan(SMAPS);
         let starts: Vec<u64> = all.iter().map(|r| r.start).collect();
         assert_eq!(
             starts,
@@ -516,34 +534,47 @@ VmFlags: rd wr mr mw me gd ac
     }
 
     #[test]
-    fn re_roots_fall_due_by_generations() {
+    fn small_mappings_fall_due_often_big_ones_rarely_and_only_in_long_idle() {
+        assert_eq!(generations_before_reroot(4096), 2);
+        assert_eq!(generations_before_reroot(1 << 20), 16);
+        assert_eq!(generations_before_reroot(16 << 20), 64);
         let mut l = Lineage::default();
-        let mut seen = Vec::new();
-        for _ in 0..(2 * ALL_AFTER) {
+        let mut copies = std::collections::BTreeMap::<u64, u32>::new();
+        for _ in 0..128 {
             l = l.forked();
-            if let Some(t) = l.due(true) {
-                seen.push(t);
-                l = l.rerooted(t);
+            if !l.may_be_due(true) {
+                continue;
             }
+            let due = l.due(plan(SMAPS), true);
+            for r in &due {
+                *copies.entry(r.start).or_default() += 1;
+            }
+            l.rerooted(due.iter().map(|r| r.start));
         }
-        assert_eq!(seen.iter().filter(|t| **t == Tier::All).count(), 2);
-        let small = seen.iter().filter(|t| **t == Tier::Small).count();
-        assert!(
-            small >= (2 * ALL_AFTER / SMALL_AFTER) as usize - 4,
-            "{seen:?}"
-        );
-        assert_eq!(l.forked().forked().due(true), Some(Tier::Small));
-        let deep = Lineage {
-            small: 0,
-            big: ALL_AFTER,
-        };
-        assert_eq!(deep.due(false), None);
-        assert_eq!(deep.due(true), Some(Tier::All));
-    }
-
-    #[test]
-    fn the_small_tier_leaves_big_mappings() {
-        let small: Vec<u64> = plan(SMAPS, Tier::Small).iter().map(|r| r.start).collect();
-        assert_eq!(small, vec![0x55eca28b5000, 0x7fb5c0025000, 0x7fb5c0080000]);
+        // The 4 KiB data mapping every 2 generations, the 16 MiB ones every 64.
+        assert_eq!(copies[&0x55eca28b5000], 64);
+        assert_eq!(copies[&0x7fb5be080000], 2);
+        // Deepest first; big ones wait for a long idle moment.
+        let mut deep = Lineage::default();
+        for _ in 0..64 {
+            deep = deep.forked();
+        }
+        let due = deep.due(plan(SMAPS), false);
+        assert!(due.iter().all(|r| r.anon_bytes <= BIG_BYTES));
+        assert_eq!(due[0].anon_bytes, 4096);
+        assert_eq!(deep.clone().due(plan(SMAPS), true).len(), 5);
+        // Nothing due: no new look before the next generation.
+        let mut fresh = deep.clone();
+        fresh.rerooted(plan(SMAPS).iter().map(|r| r.start));
+        assert!(fresh.due(plan(SMAPS), true).is_empty());
+        assert!(!fresh.may_be_due(true));
+        assert!(fresh.forked().may_be_due(false));
+        // Only big ones due: looked at again in a long idle moment, not before.
+        let mut only_big = deep.clone();
+        only_big.rerooted(due.iter().map(|r| r.start));
+        assert!(only_big.due(plan(SMAPS), false).is_empty());
+        assert!(!only_big.may_be_due(false));
+        assert!(only_big.may_be_due(true));
+        assert_eq!(only_big.due(plan(SMAPS), true).len(), 2);
     }
 }

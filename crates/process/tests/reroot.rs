@@ -4,7 +4,7 @@
 mod common;
 
 use common::root_mount_id;
-use deltabox_process::reroot::{plan_for, reroot, Tier};
+use deltabox_process::reroot::{plan_for, reroot};
 use deltabox_process::{checkpoint, memory, Context};
 use nix::unistd::Pid;
 use std::time::Duration;
@@ -93,7 +93,7 @@ fn rerooted_template_has_the_same_memory_unshared_and_restores_exactly() {
         "a fresh template shares its memory: {private_before}"
     );
 
-    let regions = plan_for(tmpl.pid().as_raw(), Tier::All).unwrap();
+    let regions = plan_for(tmpl.pid().as_raw()).unwrap();
     assert!(regions.iter().any(|r| r.file.is_some()), "{regions:?}");
     assert!(regions.iter().any(|r| r.file.is_none()), "{regions:?}");
     // In slices, as the sandbox's init does between requests.
@@ -138,10 +138,7 @@ fn rerooted_template_has_the_same_memory_unshared_and_restores_exactly() {
         "private {private_before} -> {private_after}"
     );
     // Nothing left to do: the fresh mappings have no pages of anyone else.
-    assert_eq!(
-        plan_for(tmpl.pid().as_raw(), Tier::All).unwrap().len(),
-        regions.len()
-    );
+    assert_eq!(plan_for(tmpl.pid().as_raw()).unwrap().len(), regions.len());
 
     s.ask("big = None; objs = None; r = 0");
     child.kill().unwrap();

@@ -8,7 +8,7 @@
 //! closes, which tears the whole pid namespace down with it.
 
 use crate::protocol::*;
-use deltabox_process::reroot::{Lineage, Tier};
+use deltabox_process::reroot::Lineage;
 use deltabox_process::tracee::Tracee;
 use deltabox_process::{Move, ProcessError, Template};
 use deltabox_sys::{caps, fdpass, mount, net, pidfd};
@@ -96,6 +96,8 @@ struct Init {
     lineage: std::collections::HashMap<i32, Lineage>,
     /// A template's re-root in progress, carried out a slice per idle moment.
     rerooting: Option<Rerooting>,
+    /// The checkpoint the shell was restored from, if any.
+    shell_from: Option<String>,
     /// Re-rooting on (DELTABOX_REROOT=0 turns it off: for comparisons).
     cfg_reroot: bool,
     /// When the sandbox was last in use (a request, a guarded syscall).
@@ -108,7 +110,7 @@ struct Init {
 struct Rerooting {
     /// A template's checkpoint id; `None`: the shell.
     ck: Option<String>,
-    tier: Tier,
+    pid: Pid,
     todo: Vec<deltabox_process::reroot::Region>,
 }
 
@@ -297,6 +299,7 @@ fn stage2(cfg: InitConfig) -> ! {
         reaper: None,
         lineage: Default::default(),
         rerooting: None,
+        shell_from: None,
         cfg_reroot: std::env::var_os("DELTABOX_REROOT").is_none_or(|v| v != "0"),
         quiet_since: std::time::Instant::now(),
         stalled: false,
@@ -509,7 +512,11 @@ impl Init {
     }
 
     fn lineage_of(&self, pid: Pid) -> Lineage {
-        self.lineage.get(&pid.as_raw()).copied().unwrap_or_default()
+        self.lineage.get(&pid.as_raw()).cloned().unwrap_or_default()
+    }
+
+    fn lineage_mut(&mut self, pid: Pid) -> &mut Lineage {
+        self.lineage.entry(pid.as_raw()).or_default()
     }
 
     /// How long until idle work may start (zero: now); `None`: there is none.
@@ -527,57 +534,64 @@ impl Init {
         }
     }
 
-    /// The process whose mappings are due a fresh ancestry: first the most recently
-    /// used template (a rollback forks it, or its spare, next), then the shell (a
-    /// checkpoint forks it). Its checkpoint id (`None`: the shell), pid and tier.
-    /// Older templates are left as they are: each re-root is a copy of the process.
-    /// Whole processes only in a `long` idle moment.
-    fn reroot_wanted(&self, long: bool) -> Option<(Option<String>, Pid, Tier)> {
+    /// The process whose mappings may be due a fresh ancestry: the most recently used
+    /// template (a rollback forks it, or its spare, next) and the shell (a checkpoint
+    /// forks it) — the shell first if it was restored from that very template (a
+    /// re-root of the template no longer reaches it). Its checkpoint id (`None`: the
+    /// shell) and pid. Older templates are left as they are: each re-root is a copy.
+    fn reroot_wanted(&self, long: bool) -> Option<(Option<String>, Pid)> {
         if !self.cfg_reroot {
             return None;
         }
-        let template = self.recent.back().and_then(|ck| {
+        let may = |pid: Pid| {
+            self.lineage
+                .get(&pid.as_raw())
+                .is_some_and(|l| l.may_be_due(long))
+        };
+        let newest = self.recent.back();
+        let template = newest.and_then(|ck| {
             let t = self.templates.get(ck)?;
-            Some((
-                Some(ck.clone()),
-                t.pid(),
-                self.lineage_of(t.pid()).due(long)?,
-            ))
+            may(t.pid()).then(|| (Some(ck.clone()), t.pid()))
         });
-        template.or_else(|| {
-            let shell = self.shell?;
-            Some((None, shell, self.lineage_of(shell).due(long)?))
-        })
+        let shell = self.shell.filter(|s| may(*s)).map(|s| (None, s));
+        if newest.is_some() && newest == self.shell_from.as_ref() {
+            shell.or(template)
+        } else {
+            template.or(shell)
+        }
     }
 
     /// One slice of idle work: re-roots first (a spare forked from a re-rooted
     /// template starts a short lineage), then missing spares. Whether it did any.
     fn idle_step(&mut self, long: bool) -> bool {
         if self.rerooting.is_none() {
-            if let Some((ck, pid, tier)) = self.reroot_wanted(long) {
+            if let Some((ck, pid)) = self.reroot_wanted(long) {
                 if ck.is_none() && !self.shell_is_idle(pid) {
                     // Running a command: left for a later idle moment. Spares go on.
                     return self.refill_spare();
                 }
-                match deltabox_process::reroot::plan_for(pid.as_raw(), tier) {
-                    Ok(todo) => self.rerooting = Some(Rerooting { ck, tier, todo }),
-                    Err(e) => self.rerooted(pid, tier, Some(e)),
+                let plan = deltabox_process::reroot::plan_for(pid.as_raw()).unwrap_or_else(|e| {
+                    eprintln!("deltabox init: mappings of pid {pid}: {e}");
+                    Vec::new()
+                });
+                let todo = self.lineage_mut(pid).due(plan, long);
+                if !todo.is_empty() {
+                    self.rerooting = Some(Rerooting { ck, pid, todo });
                 }
+                return true;
             }
         }
-        let Some(r) = self.rerooting.take() else {
+        let Some(mut r) = self.rerooting.take() else {
             return self.refill_spare();
         };
         let slice = |t: &mut Tracee| deltabox_process::reroot::reroot(t, &r.todo, IDLE_SLICE);
-        let (pid, res) = match (&r.ck, self.shell) {
+        let res = match (&r.ck, self.shell) {
             (Some(ck), _) => match self.templates.get_mut(ck) {
-                Some(t) => (t.pid(), t.with_tracee(slice)),
-                None => return true,
+                Some(t) if t.pid() == r.pid => t.with_tracee(slice),
+                _ => return true,
             },
-            // A new shell (restored meanwhile) descends from the same lineage: the plan
-            // goes on with it (each region is checked against its mappings first).
-            (None, Some(shell)) if self.shell_is_idle(shell) => {
-                let res = Tracee::seize(shell).and_then(|mut t| {
+            (None, Some(shell)) if shell == r.pid && self.shell_is_idle(shell) => {
+                Tracee::seize(shell).and_then(|mut t| {
                     // Stopped: still blocked in read (not woken meanwhile)?
                     let reading =
                         t.interrupted_syscall().map(|s| s.0) == Some(libc::SYS_read as u64);
@@ -588,36 +602,32 @@ impl Init {
                     };
                     t.detach()?;
                     res
-                });
-                (shell, res)
+                })
             }
+            // Another shell now (a restore): its own lineage decides.
+            (None, Some(shell)) if shell != r.pid => return true,
             // The shell is busy: go on in a later idle moment.
-            (None, _) => {
+            _ => {
                 self.rerooting = Some(r);
                 return false;
             }
         };
-        match res {
-            Ok((n, _)) if n < r.todo.len() => {
-                let mut r = r;
-                r.todo.drain(..n);
-                self.rerooting = Some(r);
+        let n = match res {
+            Ok((n, _)) => n,
+            Err(e) => {
+                // The process is as it was (a region that fails is left alone); its
+                // mappings are not tried again before they are due again.
+                eprintln!("deltabox init: re-root of pid {}: {e}", r.pid);
+                r.todo.len()
             }
-            Ok(_) => self.rerooted(pid, r.tier, None),
-            Err(e) => self.rerooted(pid, r.tier, Some(e)),
+        };
+        let pid = r.pid;
+        let done: Vec<u64> = r.todo.drain(..n).map(|x| x.start).collect();
+        self.lineage_mut(pid).rerooted(done);
+        if !r.todo.is_empty() {
+            self.rerooting = Some(r);
         }
         true
-    }
-
-    /// Notes a finished re-root (or a failed one: the process is as it was — a region
-    /// that fails is left alone — and is not tried again until it forks a new
-    /// generation).
-    fn rerooted(&mut self, pid: Pid, tier: Tier, err: Option<ProcessError>) {
-        if let Some(e) = err {
-            eprintln!("deltabox init: re-root of pid {pid}: {e}");
-        }
-        self.lineage
-            .insert(pid.as_raw(), self.lineage_of(pid).rerooted(tier));
     }
 
     /// Whether the shell waits for its next command (blocked in read, one thread, no
@@ -826,6 +836,7 @@ impl Init {
                     self.protected.remove(&pid.as_raw());
                     self.touch(ck);
                     self.shell = Some(pid);
+                    self.shell_from = Some(ck.to_string());
                     ok()
                 }
                 Err(e) => process_error(e),
@@ -1096,6 +1107,7 @@ impl Init {
             Ok(ForkResult::Parent { child }) => {
                 drop(guard_tx);
                 self.shell = Some(child);
+                self.shell_from = None;
                 match fdpass::recv(guard_rx.as_raw_fd()) {
                     Ok((_, mut fds)) if !fds.is_empty() => {
                         self.guards.push(fds.remove(0));
