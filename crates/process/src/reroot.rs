@@ -77,7 +77,8 @@ impl Lineage {
     /// overdue first; big ones only when `long`. Nothing due: noted, so that
     /// [`Lineage::may_be_due`] waits for new generations.
     pub fn due(&mut self, regions: Vec<Region>, long: bool) -> Vec<Region> {
-        let (mut due, big): (Vec<(f64, Region)>, Vec<(f64, Region)>) = regions
+        type Overdue = Vec<(f64, Region)>;
+        let (mut due, big): (Overdue, Overdue) = regions
             .into_iter()
             .filter_map(|r| {
                 let over =
