@@ -147,15 +147,9 @@ fn bash_session_is_restored_exactly() {
     assert_eq!(running.len(), 1, "{procs}");
 }
 
-#[test]
-fn python_heap_is_restored_exactly() {
-    let d = Daemon::start(IMG);
-    let sb = python(&d);
-    // >= 50 MB of live objects of many kinds, an open file with an offset, a cwd.
-    py(
-        &d,
-        &sb,
-        r#"
+/// >= 50 MB of live objects of many kinds, an open file with an offset, a cwd, and a
+/// digest of it all.
+const HEAP: &str = r#"
 import hashlib, os, pickle, random, sys
 random.seed(7)
 data = {i: (str(i) * 3, random.random(), [i, -i]) for i in range(150000)}
@@ -178,8 +172,13 @@ def digest():
     return h.hexdigest()
 def rss_mb():
     return int(open('/proc/self/status').read().split('VmRSS:')[1].split()[0]) // 1024
-"#,
-    );
+"#;
+
+#[test]
+fn python_heap_is_restored_exactly() {
+    let d = Daemon::start(IMG);
+    let sb = python(&d);
+    py(&d, &sb, HEAP);
     let rss: u64 = py(&d, &sb, "rss_mb()").trim().parse().unwrap();
     assert!(rss >= 50, "the REPL holds only {rss} MB");
     let d_a = py(&d, &sb, "digest()");
@@ -230,6 +229,66 @@ def rss_mb():
     assert_eq!(v["exit_code"].as_i64(), Some(1));
     assert!(v["stderr"].as_str().unwrap().contains("ZeroDivisionError"));
     assert_eq!(py(&d, &sb, "len(nodes)"), "9999\n");
+}
+
+/// Private memory of the REPL itself, MB.
+fn private_mb(d: &Daemon, sb: &str) -> u64 {
+    let src = "print(sum(int(l.split()[1]) for l in open('/proc/self/smaps_rollup') if l.startswith('Private_')) // 1024)";
+    py(d, sb, src).trim().parse().unwrap()
+}
+
+/// Polls `f` every 200 ms for up to 20 s.
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !f() {
+        assert!(std::time::Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn rerooted_processes_restore_exactly() {
+    // Eager: every idle moment gives the shell and the newest template fresh mappings
+    // (copies at the same addresses, a new kernel ancestry), which must change nothing
+    // a program can see.
+    let d = Daemon::start_with_env(IMG, &[("DELTABOX_REROOT", "eager")]);
+    let sb = python(&d);
+    py(&d, &sb, HEAP);
+    let want = py(&d, &sb, "digest()");
+    let a = d.checkpoint(&sb);
+    for _ in 0..3 {
+        py(&d, &sb, "data.clear(); blob[:10] = b'y' * 10; random.random(); nodes.pop()");
+        d.json(&["restore", &sb, &a]);
+        // A restored shell shares its pages with the template until re-rooted: then
+        // it holds its own copy of the heap.
+        eventually("the restored shell's re-root", || private_mb(&d, &sb) >= 40);
+        assert_eq!(py(&d, &sb, "digest()"), want);
+        let b = d.checkpoint(&sb);
+        py(&d, &sb, "blob[-1:] = b'z'; data[1] = 2");
+        d.json(&["restore", &sb, &b]);
+        assert_eq!(py(&d, &sb, "digest()"), want);
+    }
+    // Templates are re-rooted too (the newest first): one holds its own copy now.
+    eventually("a template's re-root", || {
+        tree(&d, &sb)
+            .iter()
+            .any(|n| n["template"]["memory"]["private"].as_u64().unwrap_or(0) >= 40 << 20)
+    });
+    for ck in [&a, &a] {
+        d.json(&["restore", &sb, ck]);
+        assert_eq!(py(&d, &sb, "digest()"), want);
+    }
+    // A bash session too.
+    let sh = d.create();
+    ok_sh(&d, &sh, "x=41; f(){ echo fn; }; cd /tmp; export Y=7; alias ll='ls -l'; set -o noglob");
+    let state = ok_sh(&d, &sh, BASH_STATE);
+    let c = d.checkpoint(&sh);
+    for _ in 0..3 {
+        ok_sh(&d, &sh, "x=0; unset -f f; cd /; export Y=0; unalias ll; set +o noglob");
+        d.json(&["restore", &sh, &c]);
+        std::thread::sleep(std::time::Duration::from_millis(600));
+        assert_eq!(ok_sh(&d, &sh, BASH_STATE), state);
+    }
 }
 
 /// Tries to reach each pid in $TEMPLATES directly; prints only what succeeded.

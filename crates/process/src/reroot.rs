@@ -39,6 +39,18 @@ pub fn generations_before_reroot(anon_bytes: u64) -> u32 {
     ((anon_bytes / PAGE) as f64).sqrt().max(2.0) as u32
 }
 
+/// How much time the re-roots may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Idle {
+    /// Between two requests: mappings up to [`BIG_BYTES`].
+    Short,
+    /// An agent waiting for its model: big mappings too.
+    Long,
+    /// Every mapping with a generation behind it, at once (tests: exercises re-rooting
+    /// on every restore).
+    Eager,
+}
+
 /// Fork generations behind a process, and at which one each of its mappings was last
 /// re-rooted: how many live generations a mapping's kernel ancestry spans (its
 /// "depth"), and so what a fork of the process costs.
@@ -68,24 +80,27 @@ impl Lineage {
     }
 
     /// Whether a look at the mappings ([`Lineage::due`]) may find one due: not if the
-    /// last look, in this generation, found none (for a `long` idle moment: none big).
-    pub fn may_be_due(&self, long: bool) -> bool {
-        self.generation > self.checked || (long && self.big_waiting)
+    /// last look, in this generation, found none (for a long idle moment: none big).
+    pub fn may_be_due(&self, idle: Idle) -> bool {
+        self.generation > self.checked || (idle != Idle::Short && self.big_waiting)
     }
 
     /// The mappings of `regions` (a plan of the whole process) due a re-root, most
-    /// overdue first; big ones only when `long`. Nothing due: noted, so that
+    /// overdue first; big ones only in a long `idle`. Nothing due: noted, so that
     /// [`Lineage::may_be_due`] waits for new generations.
-    pub fn due(&mut self, regions: Vec<Region>, long: bool) -> Vec<Region> {
+    pub fn due(&mut self, regions: Vec<Region>, idle: Idle) -> Vec<Region> {
         type Overdue = Vec<(f64, Region)>;
         let (mut due, big): (Overdue, Overdue) = regions
             .into_iter()
             .filter_map(|r| {
-                let over =
-                    self.depth(r.start) as f64 / generations_before_reroot(r.anon_bytes) as f64;
+                let every = match idle {
+                    Idle::Eager => 1,
+                    _ => generations_before_reroot(r.anon_bytes),
+                };
+                let over = self.depth(r.start) as f64 / every as f64;
                 (over >= 1.0).then_some((over, r))
             })
-            .partition(|(_, r)| long || r.anon_bytes <= BIG_BYTES);
+            .partition(|(_, r)| idle != Idle::Short || r.anon_bytes <= BIG_BYTES);
         if due.is_empty() {
             self.checked = self.generation;
             self.big_waiting = !big.is_empty();
@@ -543,10 +558,10 @@ VmFlags: rd wr mr mw me gd ac
         let mut copies = std::collections::BTreeMap::<u64, u32>::new();
         for _ in 0..128 {
             l = l.forked();
-            if !l.may_be_due(true) {
+            if !l.may_be_due(Idle::Long) {
                 continue;
             }
-            let due = l.due(plan(SMAPS), true);
+            let due = l.due(plan(SMAPS), Idle::Long);
             for r in &due {
                 *copies.entry(r.start).or_default() += 1;
             }
@@ -560,22 +575,22 @@ VmFlags: rd wr mr mw me gd ac
         for _ in 0..64 {
             deep = deep.forked();
         }
-        let due = deep.due(plan(SMAPS), false);
+        let due = deep.due(plan(SMAPS), Idle::Short);
         assert!(due.iter().all(|r| r.anon_bytes <= BIG_BYTES));
         assert_eq!(due[0].anon_bytes, 4096);
-        assert_eq!(deep.clone().due(plan(SMAPS), true).len(), 5);
+        assert_eq!(deep.clone().due(plan(SMAPS), Idle::Long).len(), 5);
         // Nothing due: no new look before the next generation.
         let mut fresh = deep.clone();
         fresh.rerooted(plan(SMAPS).iter().map(|r| r.start));
-        assert!(fresh.due(plan(SMAPS), true).is_empty());
-        assert!(!fresh.may_be_due(true));
-        assert!(fresh.forked().may_be_due(false));
+        assert!(fresh.due(plan(SMAPS), Idle::Long).is_empty());
+        assert!(!fresh.may_be_due(Idle::Long));
+        assert!(fresh.forked().may_be_due(Idle::Short));
         // Only big ones due: looked at again in a long idle moment, not before.
         let mut only_big = deep.clone();
         only_big.rerooted(due.iter().map(|r| r.start));
-        assert!(only_big.due(plan(SMAPS), false).is_empty());
-        assert!(!only_big.may_be_due(false));
-        assert!(only_big.may_be_due(true));
-        assert_eq!(only_big.due(plan(SMAPS), true).len(), 2);
+        assert!(only_big.due(plan(SMAPS), Idle::Short).is_empty());
+        assert!(!only_big.may_be_due(Idle::Short));
+        assert!(only_big.may_be_due(Idle::Long));
+        assert_eq!(only_big.due(plan(SMAPS), Idle::Long).len(), 2);
     }
 }

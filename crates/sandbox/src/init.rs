@@ -8,7 +8,7 @@
 //! closes, which tears the whole pid namespace down with it.
 
 use crate::protocol::*;
-use deltabox_process::reroot::Lineage;
+use deltabox_process::reroot::{Idle, Lineage};
 use deltabox_process::tracee::Tracee;
 use deltabox_process::{Move, ProcessError, Template};
 use deltabox_sys::{caps, fdpass, mount, net, pidfd};
@@ -98,8 +98,9 @@ struct Init {
     rerooting: Option<Rerooting>,
     /// The checkpoint the shell was restored from, if any.
     shell_from: Option<String>,
-    /// Re-rooting on (DELTABOX_REROOT=0 turns it off: for comparisons).
-    cfg_reroot: bool,
+    /// DELTABOX_REROOT: `0` turns re-rooting off (for comparisons), `eager` re-roots
+    /// everything in every idle moment (for tests).
+    cfg_reroot: Option<Idle>,
     /// When the sandbox was last in use (a request, a guarded syscall).
     quiet_since: std::time::Instant,
     /// The last idle step could not do its work (the shell was busy): wait before
@@ -300,7 +301,11 @@ fn stage2(cfg: InitConfig) -> ! {
         lineage: Default::default(),
         rerooting: None,
         shell_from: None,
-        cfg_reroot: std::env::var_os("DELTABOX_REROOT").is_none_or(|v| v != "0"),
+        cfg_reroot: match std::env::var("DELTABOX_REROOT").as_deref() {
+            Ok("0") => None,
+            Ok("eager") => Some(Idle::Eager),
+            _ => Some(Idle::Short),
+        },
         quiet_since: std::time::Instant::now(),
         stalled: false,
     };
@@ -373,8 +378,12 @@ fn stage2(cfg: InitConfig) -> ! {
                 Err(nix::Error::EINTR) => continue,
                 Err(e) => die(&format!("poll: {e}")),
                 Ok(0) => {
-                    let long = init.quiet_since.elapsed() >= LONG_IDLE;
-                    init.stalled = !init.idle_step(long);
+                    let idle = if init.quiet_since.elapsed() >= LONG_IDLE {
+                        Idle::Long
+                    } else {
+                        Idle::Short
+                    };
+                    init.stalled = !init.idle_step(idle);
                     continue;
                 }
                 Ok(_) => {
@@ -524,10 +533,10 @@ impl Init {
         let quiet = self.quiet_since.elapsed();
         if self.rerooting.is_some()
             || self.spare_wanted().is_some()
-            || self.reroot_wanted(false).is_some()
+            || self.reroot_wanted(Idle::Short).is_some()
         {
             Some(SHORT_IDLE.saturating_sub(quiet))
-        } else if self.reroot_wanted(true).is_some() {
+        } else if self.reroot_wanted(Idle::Long).is_some() {
             Some(LONG_IDLE.saturating_sub(quiet))
         } else {
             None
@@ -539,14 +548,12 @@ impl Init {
     /// forks it) — the shell first if it was restored from that very template (a
     /// re-root of the template no longer reaches it). Its checkpoint id (`None`: the
     /// shell) and pid. Older templates are left as they are: each re-root is a copy.
-    fn reroot_wanted(&self, long: bool) -> Option<(Option<String>, Pid)> {
-        if !self.cfg_reroot {
-            return None;
-        }
+    fn reroot_wanted(&self, idle: Idle) -> Option<(Option<String>, Pid)> {
+        let idle = self.idle_kind(idle)?;
         let may = |pid: Pid| {
             self.lineage
                 .get(&pid.as_raw())
-                .is_some_and(|l| l.may_be_due(long))
+                .is_some_and(|l| l.may_be_due(idle))
         };
         let newest = self.recent.back();
         let template = newest.and_then(|ck| {
@@ -561,11 +568,19 @@ impl Init {
         }
     }
 
+    /// The idle moment re-roots may use (none: re-rooting is off).
+    fn idle_kind(&self, idle: Idle) -> Option<Idle> {
+        match self.cfg_reroot? {
+            Idle::Eager => Some(Idle::Eager),
+            _ => Some(idle),
+        }
+    }
+
     /// One slice of idle work: re-roots first (a spare forked from a re-rooted
     /// template starts a short lineage), then missing spares. Whether it did any.
-    fn idle_step(&mut self, long: bool) -> bool {
+    fn idle_step(&mut self, idle: Idle) -> bool {
         if self.rerooting.is_none() {
-            if let Some((ck, pid)) = self.reroot_wanted(long) {
+            if let Some((ck, pid)) = self.reroot_wanted(idle) {
                 if ck.is_none() && !self.shell_is_idle(pid) {
                     // Running a command: left for a later idle moment. Spares go on.
                     return self.refill_spare();
@@ -574,7 +589,10 @@ impl Init {
                     eprintln!("deltabox init: mappings of pid {pid}: {e}");
                     Vec::new()
                 });
-                let todo = self.lineage_mut(pid).due(plan, long);
+                let Some(idle) = self.idle_kind(idle) else {
+                    return false;
+                };
+                let todo = self.lineage_mut(pid).due(plan, idle);
                 if !todo.is_empty() {
                     self.rerooting = Some(Rerooting { ck, pid, todo });
                 }

@@ -58,16 +58,26 @@ pub struct Daemon {
     pub store: Store,
     pub socket: PathBuf,
     pub child: Option<Child>,
+    /// Extra environment of the daemon process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Daemon {
     pub fn start(image_bytes: u64) -> Daemon {
+        Daemon::start_with_env(image_bytes, &[])
+    }
+
+    pub fn start_with_env(image_bytes: u64, env: &[(&str, &str)]) -> Daemon {
         let store = Store::new(image_bytes);
         let socket = store.dir.path().join("run/d.sock");
         let mut d = Daemon {
             store,
             socket,
             child: None,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         d.spawn();
         d
@@ -79,6 +89,7 @@ impl Daemon {
             .arg("daemon")
             .env("DELTABOX_ROOT", &self.store.root)
             .env("DELTABOX_SOCKET", &self.socket)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stderr(log)
             .spawn()
             .unwrap();
