@@ -6,7 +6,7 @@
 use crate::workload::Workload;
 use crate::{ms, BenchError, Options, Result, Series};
 use deltabox_sandbox::{
-    storefs, CreateOptions, ExecOptions, Manager, Paths, ShellKind, TemplateInfo,
+    storefs, CreateOptions, ExecOptions, Manager, Paths, Reroot, ShellKind, TemplateInfo,
 };
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -48,6 +48,31 @@ pub struct Figures {
     /// The operations of a replayed tree search, as DeltaBox ran them.
     pub search: SearchRun,
     pub fork: ForkFigures,
+    pub lineage: LineageFigures,
+}
+
+/// A long lineage (issue 3's scaling problem): rounds of an agent step, a checkpoint,
+/// a restore of that checkpoint and `think_ms` of think time, every checkpoint kept —
+/// each round the shell is a fork of a template that is a fork of the shell before.
+/// Measured with re-rooting (the default) and, on a second sandbox, without.
+#[derive(Debug, Clone, Serialize)]
+pub struct LineageFigures {
+    pub rounds: usize,
+    pub think_ms: u64,
+    pub rerooted: LineageRun,
+    pub not_rerooted: LineageRun,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LineageRun {
+    /// The first and the last fifth of the rounds.
+    pub first_checkpoint: Series,
+    pub first_restore: Series,
+    pub last_checkpoint: Series,
+    pub last_restore: Series,
+    /// Private memory of all the sandbox's templates at the end (what re-rooting costs:
+    /// each re-root un-shares a copy).
+    pub templates_private_bytes: u64,
 }
 
 /// Forking children from a checkpoint of the workload's REPL (issue 4).
@@ -350,6 +375,12 @@ fn run_on(opts: &Options, wl: &Workload, m: &Arc<Manager>, sb: &str) -> Result<F
 
     let search = replay_search(opts, m, sb, &cks)?;
     let fork = forks(opts, m, &cks[cks.len() - 1])?;
+    let lineage = LineageFigures {
+        rounds: opts.reps * 3 / 2,
+        think_ms: THINK_MS,
+        rerooted: lineage(opts, wl, m, Reroot::On)?,
+        not_rerooted: lineage(opts, wl, m, Reroot::Off)?,
+    };
 
     (opts.progress)("deltabox: files-only restores (overlay remount, fresh REPL) and REPL replays");
     let mut files_only = Vec::new();
@@ -402,7 +433,70 @@ fn run_on(opts: &Options, wl: &Workload, m: &Arc<Manager>, sb: &str) -> Result<F
         data_path,
         search,
         fork,
+        lineage,
     })
+}
+
+/// One [`LineageFigures`] run, on a sandbox of its own.
+fn lineage(opts: &Options, wl: &Workload, m: &Arc<Manager>, reroot: Reroot) -> Result<LineageRun> {
+    let rounds = opts.reps * 3 / 2;
+    (opts.progress)(&format!(
+        "deltabox: a lineage of {rounds} checkpoint+restore rounds, re-rooting {:?}",
+        reroot
+    ));
+    let sb = m
+        .create(CreateOptions {
+            shell: ShellKind::Python,
+            reroot,
+            ..Default::default()
+        })?
+        .id;
+    let run = (|| {
+        py(m, &sb, &setup_code(wl))?;
+        let (mut ck_ms, mut restore_ms) = (Vec::new(), Vec::new());
+        for i in 0..rounds {
+            py(m, &sb, &step_code(200_000 + i))?;
+            let t = Instant::now();
+            let ck = m.checkpoint(&sb, None)?.id;
+            ck_ms.push(ms(t));
+            let want = py(m, &sb, PROBE)?;
+            py(m, &sb, &step_code(300_000 + i))?;
+            let t = Instant::now();
+            m.restore(&sb, &ck, false)?;
+            restore_ms.push(ms(t));
+            let got = py(m, &sb, PROBE)?;
+            if got != want {
+                return Err(BenchError::step(
+                    "verify lineage restore",
+                    format!("round {i}: {got} != {want}"),
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(THINK_MS));
+        }
+        let fifth = (rounds / 5).max(2);
+        let part = |v: &[f64], last: bool, what: &str| {
+            let p = if last {
+                &v[v.len() - fifth..]
+            } else {
+                &v[..fifth]
+            };
+            series(p.to_vec(), what)
+        };
+        let templates_private_bytes = m
+            .tree(&sb)?
+            .iter()
+            .filter_map(|n| n.template.as_ref().map(|t| t.memory.private))
+            .sum();
+        Ok(LineageRun {
+            first_checkpoint: part(&ck_ms, false, "lineage checkpoint")?,
+            first_restore: part(&restore_ms, false, "lineage restore")?,
+            last_checkpoint: part(&ck_ms, true, "lineage checkpoint")?,
+            last_restore: part(&restore_ms, true, "lineage restore")?,
+            templates_private_bytes,
+        })
+    })();
+    let _ = m.remove(&sb);
+    run
 }
 
 fn mem_available() -> u64 {

@@ -146,6 +146,35 @@ pub fn table(r: &Report) -> String {
         f.pool_fill_ms,
         mb(f.added_bytes_per_child)
     );
+    let l = &d.lineage;
+    let _ = writeln!(
+        o,
+        "Long lineage: {} rounds of step, checkpoint, restore it, {} ms think, every checkpoint kept (the shell a fork of a fork each round); first and last {} rounds:\n",
+        l.rounds,
+        l.think_ms,
+        l.rerooted.first_checkpoint.summary.n
+    );
+    let _ = writeln!(
+        o,
+        "| (ms, p50 / p99) | checkpoint, first | checkpoint, last | restore, first | restore, last | templates' private memory at the end |"
+    );
+    let _ = writeln!(o, "|---|---|---|---|---|---|");
+    for (name, run) in [
+        ("DeltaBox, re-rooting in idle time", &l.rerooted),
+        ("DeltaBox, re-rooting off", &l.not_rerooted),
+    ] {
+        let c = |s: &crate::Series| format!("{:.2} / {:.2}", s.summary.p50, s.summary.p99);
+        let _ = writeln!(
+            o,
+            "| {name} | {} | {} | {} | {} | {} |",
+            c(&run.first_checkpoint),
+            c(&run.last_checkpoint),
+            c(&run.first_restore),
+            c(&run.last_restore),
+            mb(run.templates_private_bytes)
+        );
+    }
+    let _ = writeln!(o);
     let mem = |m: &crate::deltabox::Memory| {
         format!(
             "rss {}, pss {}, private {}",

@@ -147,8 +147,8 @@ fn bash_session_is_restored_exactly() {
     assert_eq!(running.len(), 1, "{procs}");
 }
 
-/// >= 50 MB of live objects of many kinds, an open file with an offset, a cwd, and a
-/// digest of it all.
+/// At least 50 MB of live objects of many kinds, an open file with an offset, a cwd,
+/// the CPU affinity, and a digest of it all.
 const HEAP: &str = r#"
 import hashlib, os, pickle, random, sys
 random.seed(7)
@@ -168,7 +168,7 @@ def digest():
     h.update(repr(random.getstate()).encode())
     h.update(repr(sorted(sys.modules)).encode())
     h.update(repr([id(data), id(blob), id(nodes), id(nodes[-1]), id(Node)]).encode())
-    h.update(repr((os.getcwd(), fh.tell())).encode())
+    h.update(repr((os.getcwd(), fh.tell(), sorted(os.sched_getaffinity(0)))).encode())
     return h.hexdigest()
 def rss_mb():
     return int(open('/proc/self/status').read().split('VmRSS:')[1].split()[0]) // 1024
@@ -241,7 +241,10 @@ fn private_mb(d: &Daemon, sb: &str) -> u64 {
 fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while !f() {
-        assert!(std::time::Instant::now() < until, "timed out waiting for {what}");
+        assert!(
+            std::time::Instant::now() < until,
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
 }
@@ -257,7 +260,11 @@ fn rerooted_processes_restore_exactly() {
     let want = py(&d, &sb, "digest()");
     let a = d.checkpoint(&sb);
     for _ in 0..3 {
-        py(&d, &sb, "data.clear(); blob[:10] = b'y' * 10; random.random(); nodes.pop()");
+        py(
+            &d,
+            &sb,
+            "data.clear(); blob[:10] = b'y' * 10; random.random(); nodes.pop()",
+        );
         d.json(&["restore", &sb, &a]);
         // A restored shell shares its pages with the template until re-rooted: then
         // it holds its own copy of the heap.
@@ -280,11 +287,19 @@ fn rerooted_processes_restore_exactly() {
     }
     // A bash session too.
     let sh = d.create();
-    ok_sh(&d, &sh, "x=41; f(){ echo fn; }; cd /tmp; export Y=7; alias ll='ls -l'; set -o noglob");
+    ok_sh(
+        &d,
+        &sh,
+        "x=41; f(){ echo fn; }; cd /tmp; export Y=7; alias ll='ls -l'; set -o noglob",
+    );
     let state = ok_sh(&d, &sh, BASH_STATE);
     let c = d.checkpoint(&sh);
     for _ in 0..3 {
-        ok_sh(&d, &sh, "x=0; unset -f f; cd /; export Y=0; unalias ll; set +o noglob");
+        ok_sh(
+            &d,
+            &sh,
+            "x=0; unset -f f; cd /; export Y=0; unalias ll; set +o noglob",
+        );
         d.json(&["restore", &sh, &c]);
         std::thread::sleep(std::time::Duration::from_millis(600));
         assert_eq!(ok_sh(&d, &sh, BASH_STATE), state);

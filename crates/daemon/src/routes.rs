@@ -162,6 +162,7 @@ async fn create(
         net: req.net,
         shell,
         owner_pid: req.owner_pid,
+        ..Default::default()
     };
     blocking(move || s.manager.create(opts))
         .await

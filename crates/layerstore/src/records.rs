@@ -51,6 +51,44 @@ pub struct SandboxRecord {
     /// Pre-forked and waiting in a warm pool (not listed; discarded on daemon restart).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pooled: bool,
+    /// Whether its processes' memory is re-rooted in idle time (DeltaCR).
+    #[serde(default, skip_serializing_if = "Reroot::is_auto")]
+    pub reroot: Reroot,
+}
+
+/// Re-rooting of a sandbox's processes: in idle time, their private memory is copied
+/// into fresh mappings so that forks (checkpoints, restores) stay cheap on long
+/// lineages (see `deltabox-process`'s `reroot`).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Reroot {
+    /// As the daemon is configured (DELTABOX_REROOT; on unless it says `0`).
+    #[default]
+    Auto,
+    /// On: each mapping when its generations make it worth a copy.
+    On,
+    /// Off (a benchmark's comparison).
+    Off,
+    /// Every mapping in every idle moment (tests).
+    Eager,
+}
+
+impl Reroot {
+    pub fn is_auto(&self) -> bool {
+        *self == Reroot::Auto
+    }
+
+    /// `Auto` resolved against DELTABOX_REROOT (`0`/`off`, `eager`; anything else: on).
+    pub fn resolved(self) -> Reroot {
+        match self {
+            Reroot::Auto => match std::env::var("DELTABOX_REROOT").as_deref() {
+                Ok("0") | Ok("off") => Reroot::Off,
+                Ok("eager") => Reroot::Eager,
+                _ => Reroot::On,
+            },
+            r => r,
+        }
+    }
 }
 
 /// A process, named so that pid reuse cannot impersonate it.

@@ -236,6 +236,14 @@ pub fn reroot(
     regions: &[Region],
     budget: std::time::Duration,
 ) -> Result<(usize, Rerooted)> {
+    t.colocated(|t| reroot_here(t, regions, budget))
+}
+
+fn reroot_here(
+    t: &mut Tracee,
+    regions: &[Region],
+    budget: std::time::Duration,
+) -> Result<(usize, Rerooted)> {
     let started = std::time::Instant::now();
     let pid = t.pid.as_raw();
     let open = |file: &'static str| {

@@ -30,9 +30,13 @@ impl Move {
     /// Reopens the process's cwd and files by path (resolved under its current root) and
     /// lets it run. On failure the process is killed: a half-moved copy is not exact.
     pub fn finish(mut self) -> Result<Pid> {
-        let moved = relocate(&mut self.tracee, &self.cap).and_then(|_| match self.dumpable {
-            Some(d) => set_dumpable(&mut self.tracee, d),
-            None => Ok(()),
+        let (cap, dumpable) = (&self.cap, self.dumpable);
+        let moved = self.tracee.colocated(|t| {
+            relocate(t, cap)?;
+            match dumpable {
+                Some(d) => set_dumpable(t, d),
+                None => Ok(()),
+            }
         });
         if let Err(e) = moved {
             self.tracee.kill();
@@ -125,13 +129,13 @@ pub fn checkpoint(live: Pid, ctx: &Context) -> Result<(Template, Move)> {
     let mut tracee = Tracee::seize(live)?;
     let made = (|| {
         let mut t = tracee.fork()?;
-        let r = (|| {
-            detach_session(&mut t)?;
+        let r = t.colocated(|t| {
+            detach_session(t)?;
             let dumpable = t.call("prctl", libc::SYS_prctl, &[libc::PR_GET_DUMPABLE as u64])?;
-            set_dumpable(&mut t, 0)?;
+            set_dumpable(t, 0)?;
             t.park()?;
             Ok(dumpable as u64)
-        })();
+        });
         match r {
             Ok(d) => Ok((t, d)),
             Err(e) => {

@@ -146,6 +146,38 @@ impl Tracee {
         })
     }
 
+    /// Runs `f` with the process and the calling thread on the CPU the thread is on:
+    /// every ptrace round trip (an injected syscall, a batch) then switches tasks on
+    /// one CPU instead of waking the other side on another (about 3x faster on this
+    /// VM). Both affinities are put back afterwards: the process's is part of its state.
+    /// `f` must not fork the process (a child would inherit the pinning).
+    pub fn colocated<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T>) -> Result<T> {
+        use nix::sched::{sched_getaffinity, sched_setaffinity, CpuSet};
+        let me = Pid::from_raw(0);
+        let saved = sched_getaffinity(me)
+            .ok()
+            .zip(sched_getaffinity(self.pid).ok());
+        // SAFETY: sched_getcpu only reads the calling thread's CPU number.
+        let cpu = unsafe { libc::sched_getcpu() };
+        let mut one = CpuSet::new();
+        let pinnable = saved.is_some() && cpu >= 0 && one.set(cpu as usize).is_ok();
+        let pinned_me = pinnable && sched_setaffinity(me, &one).is_ok();
+        let pinned_it = pinned_me && sched_setaffinity(self.pid, &one).is_ok();
+        let r = f(self);
+        if let Some((mine, theirs)) = saved {
+            if pinned_me {
+                let _ = sched_setaffinity(me, &mine);
+            }
+            if pinned_it {
+                sched_setaffinity(self.pid, &theirs).map_err(|e| ProcessError::Tracee {
+                    pid: self.pid.as_raw(),
+                    what: format!("could not get its CPU affinity back: {e}"),
+                })?;
+            }
+        }
+        r
+    }
+
     /// The syscall the process was stopped in, if any: (number, first argument).
     pub fn interrupted_syscall(&self) -> Option<(u64, u64)> {
         self.interrupted

@@ -8,6 +8,7 @@
 //! closes, which tears the whole pid namespace down with it.
 
 use crate::protocol::*;
+use deltabox_layerstore::Reroot;
 use deltabox_process::reroot::{Idle, Lineage};
 use deltabox_process::tracee::Tracee;
 use deltabox_process::{Move, ProcessError, Template};
@@ -98,8 +99,7 @@ struct Init {
     rerooting: Option<Rerooting>,
     /// The checkpoint the shell was restored from, if any.
     shell_from: Option<String>,
-    /// DELTABOX_REROOT: `0` turns re-rooting off (for comparisons), `eager` re-roots
-    /// everything in every idle moment (for tests).
+    /// Re-rooting: off (`None`), or the most it may do in one idle moment.
     cfg_reroot: Option<Idle>,
     /// When the sandbox was last in use (a request, a guarded syscall).
     quiet_since: std::time::Instant,
@@ -276,6 +276,7 @@ fn pidfd_target_at(pid: i32, fd: i32, level: Option<usize>) -> Option<i32> {
 fn stage2(cfg: InitConfig) -> ! {
     // SAFETY: FD_CONTROL was set up by the daemon and is owned by us from here on.
     let ctl = unsafe { OwnedFd::from_raw_fd(FD_CONTROL) };
+    let reroot = cfg.reroot;
     let mut init = Init {
         cfg,
         ctl,
@@ -301,10 +302,10 @@ fn stage2(cfg: InitConfig) -> ! {
         lineage: Default::default(),
         rerooting: None,
         shell_from: None,
-        cfg_reroot: match std::env::var("DELTABOX_REROOT").as_deref() {
-            Ok("0") => None,
-            Ok("eager") => Some(Idle::Eager),
-            _ => Some(Idle::Short),
+        cfg_reroot: match reroot {
+            Reroot::Off => None,
+            Reroot::Eager => Some(Idle::Eager),
+            Reroot::On | Reroot::Auto => Some(Idle::Short),
         },
         quiet_since: std::time::Instant::now(),
         stalled: false,

@@ -5,7 +5,7 @@ use crate::shell::ExecOutput;
 use crate::{mask, Paths, SandboxError};
 use deltabox_layerstore::{
     diff_views, new_id, render_patch, validate_id, Change, CheckpointRecord, GcReport, IdKind,
-    LayerStore, Owner, SandboxRecord, ShellKind, StoreError, Usage, MAX_STACK_DEPTH,
+    LayerStore, Owner, Reroot, SandboxRecord, ShellKind, StoreError, Usage, MAX_STACK_DEPTH,
 };
 use deltabox_process::{inspect, MemoryCost};
 use serde::Serialize;
@@ -22,6 +22,8 @@ pub struct CreateOptions {
     pub shell: ShellKind,
     /// Lease the sandbox to this process: it is removed when the process exits.
     pub owner_pid: Option<i32>,
+    /// Re-rooting of its processes (default: as the daemon is configured).
+    pub reroot: Reroot,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -296,6 +298,7 @@ impl Manager {
             forked_from: None,
             pooled: false,
             created_unix_ms: now_ms(),
+            reroot: opts.reroot,
         };
         let started = self
             .store
@@ -536,6 +539,7 @@ impl Manager {
                 forked_from: Some(ck.sandbox.clone()),
                 pooled,
                 created_unix_ms: now_ms(),
+                reroot: slot.rec.reroot,
             }
         };
         let made = self

@@ -18,6 +18,9 @@ pub struct InitConfig {
     /// a template (pid 1 there is on `FD_ADOPT_PIDFD`) and takes the shell over.
     #[serde(default)]
     pub adopt: Option<Adopt>,
+    /// Re-rooting of the sandbox's processes in idle time (resolved: not `Auto`).
+    #[serde(default)]
+    pub reroot: deltabox_layerstore::Reroot,
 }
 
 /// What a parent sandbox's init made for a forked child (see `Request::Fork`).

@@ -759,6 +759,7 @@ fn init_config(paths: &Paths, rec: &SandboxRecord, adopt: Option<Adopt>) -> Init
             ("DELTABOX_SANDBOX".into(), rec.id.clone()),
         ],
         adopt,
+        reroot: rec.reroot.resolved(),
     }
 }
 
