@@ -725,6 +725,11 @@ impl Init {
     /// shell's cwd and files) onto the root of the `Mount` message that follows. On any
     /// failure the sandbox stays where it was.
     fn checkpoint(&mut self, ck: String) -> Reply {
+        let others = self.others();
+        if !others.is_empty() {
+            let _ = self.await_mount();
+            return Reply::Busy { procs: others };
+        }
         let forked = match (self.shell, mount_id("/")) {
             (None, _) => Err(Reply::Err {
                 error: "the shell is not running".into(),
@@ -935,10 +940,6 @@ impl Init {
                 self.recent.retain(|c| *c != ck);
                 Ok(ok())
             }
-            Request::Procs => Ok(Reply::Ok(Done {
-                procs: self.others(),
-                ..Done::default()
-            })),
             Request::KillOthers => {
                 let pids: Vec<i32> = self.others().iter().map(|p| p.pid).collect();
                 self.kill_and_wait(&pids);

@@ -68,8 +68,6 @@ pub enum Request {
     Mount,
     /// Kill the template of `ck` (its checkpoint was removed).
     DropTemplate { ck: String },
-    /// Processes other than init, the shell and the templates.
-    Procs,
     /// SIGKILL every process but init, the shell and the templates.
     KillOthers,
     /// Fork sandbox: a copy of the template of `ck` in new user/pid/mount/uts/ipc/
@@ -93,7 +91,6 @@ pub struct ProcInfo {
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Done {
-    pub procs: Vec<ProcInfo>,
     pub count: usize,
     pub templates: Vec<TemplateInfo>,
     /// The shell was replaced by a fresh one that the daemon must greet.
@@ -124,6 +121,10 @@ pub enum Reply {
     /// Restore asked for a checkpoint whose process template is gone.
     NoTemplate {
         ck: String,
+    },
+    /// A checkpoint found processes besides the shell still running.
+    Busy {
+        procs: Vec<ProcInfo>,
     },
     /// A fork was made (`Request::Fork`); a pidfd of its pid 1 travels alongside.
     Forked(Adopt),

@@ -348,6 +348,16 @@ impl Sandbox {
                         ck,
                     })
                 }
+                Reply::Busy { procs } => {
+                    return Err(SandboxError::BackgroundProcesses {
+                        id: self.id.clone(),
+                        procs: procs
+                            .iter()
+                            .map(|p| format!("pid {} `{}`", p.pid, p.comm))
+                            .collect(),
+                        pids: procs.iter().map(|p| p.pid.to_string()).collect(),
+                    })
+                }
                 other => return Ok((other, fds)),
             }
         }
@@ -559,17 +569,8 @@ impl Sandbox {
         if self.shell_dead.is_some() {
             self.restart_shell()?;
         }
-        let procs = self.call(Request::Procs, None, "listing processes")?.procs;
-        if !procs.is_empty() {
-            return Err(SandboxError::BackgroundProcesses {
-                id: self.id.clone(),
-                procs: procs
-                    .iter()
-                    .map(|p| format!("pid {} `{}`", p.pid, p.comm))
-                    .collect(),
-                pids: procs.iter().map(|p| p.pid.to_string()).collect(),
-            });
-        }
+        // (Init refuses with `Busy` while other processes run: they could keep writing
+        // the layer being frozen.)
         let ck_id = deltabox_layerstore::new_id(deltabox_layerstore::IdKind::Checkpoint);
         let new_upper = self.store.new_layer()?;
         let mut frozen = vec![rec.upper.clone()];
