@@ -95,7 +95,7 @@ struct Init {
     reaper: Option<std::fs::File>,
     /// Fork generations behind each shell, template and spare (by pid; absent: none).
     lineage: std::collections::HashMap<i32, Lineage>,
-    /// A template's re-root in progress, carried out a slice per idle moment.
+    /// A re-root in progress (of a template or the shell), a slice per idle moment.
     rerooting: Option<Rerooting>,
     /// The checkpoint the shell was restored from, if any.
     shell_from: Option<String>,
