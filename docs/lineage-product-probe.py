@@ -7,6 +7,11 @@
 #   chain: cycle 0: 4.4/5.3 ms (checkpoint/restore), 10: 6.3/7.5, 50: 12/18, 100: 26/34,
 #          200: 67/66, 299: 115/104
 #   keep5: cycle 0: 4.4/6.0, 50: 5.3/6.1, 100: 3.7/4.3, 200: 4.4/5.3, 299: 5.0/5.6 (flat)
+# With re-rooting in idle time (2026-11-26; a third argument gives think time in ms after
+# each restore, the idle moment init re-roots in):
+#   python3 docs/lineage-product-probe.py 150 chain 50
+#   re-rooting on:  cycle 0: 3.8/3.8 ms, 50: 4.0/3.6, 100: 4.2/4.0, 149: 4.9/4.2
+#   DELTABOX_REROOT=0 on the daemon: 0: 5.2/4.5, 50: 14.2/10.9, 100: 25.1/23.3, 149: 34.9/33.9
 import sys, time, statistics
 from deltabox import Client
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 300
