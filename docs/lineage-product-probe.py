@@ -10,8 +10,9 @@
 # With re-rooting in idle time (2026-11-26; a third argument gives think time in ms after
 # each restore, the idle moment init re-roots in):
 #   python3 docs/lineage-product-probe.py 150 chain 50
-#   re-rooting on:  cycle 0: 3.8/3.8 ms, 50: 4.0/3.6, 100: 4.2/4.0, 149: 4.9/4.2
-#   DELTABOX_REROOT=0 on the daemon: 0: 5.2/4.5, 50: 14.2/10.9, 100: 25.1/23.3, 149: 34.9/33.9
+#   re-rooting on:  cycle 0: 5.3/5.5 ms, 50: 4.6/5.2, 100: 4.4/5.9, 149: 5.1/5.3 (flat)
+#   DELTABOX_REROOT=0 on the daemon: 0: 6.5/7.6, 50: 29/24, 100: 70/50, 149: 111/79
+#   (the same hour, back to back; this VM ran ~2x slower than on 2026-11-24 then)
 import sys, time, statistics
 from deltabox import Client
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 300
