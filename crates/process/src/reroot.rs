@@ -188,6 +188,9 @@ pub fn plan(smaps: &str) -> Vec<Region> {
                     false,
                 )
             });
+        } else if first == "ProtectionKey:" && f.next() != Some("0") {
+            // A fresh mapping would get key 0: not reproducible.
+            cur = None;
         } else if let Some((r, ok)) = cur.as_mut() {
             match first {
                 "Anonymous:" => {
@@ -524,6 +527,11 @@ Anonymous:             4 kB
 VmFlags: rd wr mr mw me ac
 7fb5c0080000-7fb5c0081000 rw-p 00001000 08:01 97 /opt/my lib.so
 Anonymous:             4 kB
+ProtectionKey:         0
+VmFlags: rd wr mr mw me ac
+7fb5c0090000-7fb5c0091000 rw-p 00000000 00:00 0 
+Anonymous:             4 kB
+ProtectionKey:         1
 VmFlags: rd wr mr mw me ac
 7ffd191a6000-7ffd191c7000 rw-p 00000000 00:00 0 [stack]
 Anonymous:            84 kB
