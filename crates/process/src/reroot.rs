@@ -209,6 +209,16 @@ pub fn plan(smaps: &str) -> Vec<Region> {
     out
 }
 
+/// Whether this kernel can re-root: mappings are checked with PROCMAP_QUERY (Linux
+/// 6.11+); without it every mapping is left alone.
+pub fn supported() -> bool {
+    let here = 0u8;
+    std::fs::File::open("/proc/self/maps")
+        .ok()
+        .and_then(|m| vma_at(&m, &here as *const u8 as u64))
+        .is_some()
+}
+
 /// The mappings of `pid` that can be re-rooted (see [`plan`]).
 pub fn plan_for(pid: i32) -> Result<Vec<Region>> {
     Ok(plan(&proc_read(pid, "smaps")?))
@@ -537,6 +547,21 @@ VmFlags: rd wr mr mw me ac
 Anonymous:            84 kB
 VmFlags: rd wr mr mw me gd ac
 ";
+
+    #[test]
+    fn kernels_with_procmap_query_can_re_root() {
+        let release = nix::sys::utsname::uname().unwrap();
+        let release = release.release().to_string_lossy();
+        let mut v = release
+            .split(['.', '-'])
+            .map(|x| x.parse::<u32>().unwrap_or(0));
+        let (major, minor) = (v.next().unwrap_or(0), v.next().unwrap_or(0));
+        if (major, minor) < (6, 11) {
+            eprintln!("skipped: Linux {release} has no PROCMAP_QUERY; re-rooting is off here");
+            return;
+        }
+        assert!(supported(), "Linux {release} should answer PROCMAP_QUERY");
+    }
 
     #[test]
     fn plans_private_mappings_with_own_pages_only() {

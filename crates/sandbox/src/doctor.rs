@@ -148,6 +148,11 @@ pub fn doctor(paths: &Paths) -> Vec<Check> {
         "mounts, namespaces and ptrace need root",
     ));
     out.push(check(
+        "re-rooting",
+        deltabox_process::reroot::supported(),
+        "PROCMAP_QUERY (Linux 6.11+): re-roots processes in idle time so long chains of checkpoints and restores stay cheap; without it they get slower with every kept checkpoint",
+    ));
+    out.push(check(
         "overlayfs",
         probe::filesystem_listed("overlay"),
         "kernel overlayfs (the DeltaFS data path)",
