@@ -69,7 +69,8 @@ pub enum Reroot {
     On,
     /// Off (a benchmark's comparison).
     Off,
-    /// Every mapping in every idle moment (tests).
+    /// Every mapping in every idle moment, spares forked before rather than after
+    /// (tests: what re-rooting did stays visible in the templates' memory).
     Eager,
 }
 

@@ -580,6 +580,11 @@ impl Init {
     /// One slice of idle work: re-roots first (a spare forked from a re-rooted
     /// template starts a short lineage), then missing spares. Whether it did any.
     fn idle_step(&mut self, idle: Idle) -> bool {
+        // Eager (tests): spares first, so that a re-rooted template keeps its own copy
+        // (a spare forked after the re-root would share it) and the re-root shows.
+        if self.cfg_reroot == Some(Idle::Eager) && self.refill_spare() {
+            return true;
+        }
         if self.rerooting.is_none() {
             if let Some((ck, pid)) = self.reroot_wanted(idle) {
                 if ck.is_none() && !self.shell_is_idle(pid) {
