@@ -119,19 +119,35 @@ const PROCMAP_QUERY_VMA_WRITABLE: u64 = 0x02;
 const PROCMAP_QUERY_VMA_SHARED: u64 = 0x08;
 const PROCMAP_QUERY_COVERING_OR_NEXT_VMA: u64 = 0x10;
 
+/// Runs PROCMAP_QUERY (Linux 6.11+) on an open /proc/PID/maps for `q`, the mapping's
+/// name going into `name` when given.
+fn procmap_query(
+    maps: &std::fs::File,
+    mut q: ProcmapQuery,
+    name: Option<&mut [u8]>,
+) -> nix::Result<ProcmapQuery> {
+    use std::os::fd::AsRawFd;
+    q.size = std::mem::size_of::<ProcmapQuery>() as u64;
+    if let Some(buf) = name {
+        q.vma_name_size = buf.len() as u32;
+        q.vma_name_addr = buf.as_mut_ptr() as u64;
+    }
+    let req = nix::request_code_readwrite!(b'f', 17, std::mem::size_of::<ProcmapQuery>());
+    // SAFETY: `q` is a properly sized procmap_query; its only buffer, if any, is `name`,
+    // which outlives the call.
+    let rc = unsafe { libc::ioctl(maps.as_raw_fd(), req as _, &mut q as *mut ProcmapQuery) };
+    nix::errno::Errno::result(rc).map(|_| q)
+}
+
 /// The mapping that covers `addr`, from PROCMAP_QUERY on an open /proc/PID/maps.
 /// `None` without the ioctl or mapping.
 pub(crate) fn vma_at(maps: &std::fs::File, addr: u64) -> Option<Vma> {
-    use std::os::fd::AsRawFd;
-    let mut q = ProcmapQuery {
-        size: std::mem::size_of::<ProcmapQuery>() as u64,
+    let q = ProcmapQuery {
         query_addr: addr,
         ..Default::default()
     };
-    let req = nix::request_code_readwrite!(b'f', 17, std::mem::size_of::<ProcmapQuery>());
-    // SAFETY: `q` is a properly sized procmap_query with no name or build-id buffers.
-    let rc = unsafe { libc::ioctl(maps.as_raw_fd(), req as _, &mut q as *mut ProcmapQuery) };
-    (rc == 0 && q.vma_start <= addr).then_some(Vma {
+    let q = procmap_query(maps, q, None).ok()?;
+    (q.vma_start <= addr).then_some(Vma {
         start: q.vma_start,
         end: q.vma_end,
         offset: q.vma_offset,
@@ -144,27 +160,19 @@ pub(crate) fn vma_at(maps: &std::fs::File, addr: u64) -> Option<Vma> {
 /// ioctl instead of reading and parsing maps, which is most of the cost of an inspect).
 /// `None` when the kernel does not have the ioctl: read maps instead.
 fn query_shared_writable(pid: i32) -> Option<Option<String>> {
-    use std::os::fd::AsRawFd;
     let maps = std::fs::File::open(format!("/proc/{pid}/maps")).ok()?;
     let mut name = vec![0u8; 4096];
-    let mut q = ProcmapQuery {
-        size: std::mem::size_of::<ProcmapQuery>() as u64,
+    let q = ProcmapQuery {
         query_flags: PROCMAP_QUERY_VMA_WRITABLE
             | PROCMAP_QUERY_VMA_SHARED
             | PROCMAP_QUERY_COVERING_OR_NEXT_VMA,
-        vma_name_size: name.len() as u32,
-        vma_name_addr: name.as_mut_ptr() as u64,
         ..Default::default()
     };
-    let req = nix::request_code_readwrite!(b'f', 17, std::mem::size_of::<ProcmapQuery>());
-    // SAFETY: `q` is a properly sized procmap_query whose name buffer outlives the call.
-    let rc = unsafe { libc::ioctl(maps.as_raw_fd(), req as _, &mut q as *mut ProcmapQuery) };
-    if rc != 0 {
-        return match nix::errno::Errno::last() {
-            nix::errno::Errno::ENOENT => Some(None),
-            _ => None,
-        };
-    }
+    let q = match procmap_query(&maps, q, Some(&mut name)) {
+        Ok(q) => q,
+        Err(nix::errno::Errno::ENOENT) => return Some(None),
+        Err(_) => return None,
+    };
     let len = (q.vma_name_size as usize).saturating_sub(1).min(name.len());
     Some(Some(if len == 0 {
         format!(
