@@ -55,8 +55,8 @@ pub struct Tracee {
     syscall_at: u64,
     /// Signals that arrived while we held the process; sent again when it is let go.
     deferred: Vec<Signal>,
-    /// The syscall it was stopped in, if any: (number, first argument).
-    interrupted: Option<(u64, u64)>,
+    /// The number of the syscall it was stopped in, if any.
+    interrupted: Option<u64>,
 }
 
 fn ptrace_err(op: &'static str, pid: Pid) -> impl Fn(Errno) -> ProcessError {
@@ -115,7 +115,7 @@ impl Tracee {
             interrupted: None,
         };
         let in_syscall = (regs.orig_rax as i64) >= 0 && regs.rip >= 2;
-        t.interrupted = in_syscall.then_some((regs.orig_rax, regs.rdi));
+        t.interrupted = in_syscall.then_some(regs.orig_rax);
         t.syscall_at =
             if in_syscall && t.read_mem(regs.rip - 2, 2).ok() == Some(SYSCALL_INSN.to_vec()) {
                 regs.rip - 2
@@ -178,8 +178,8 @@ impl Tracee {
         r
     }
 
-    /// The syscall the process was stopped in, if any: (number, first argument).
-    pub fn interrupted_syscall(&self) -> Option<(u64, u64)> {
+    /// The number of the syscall the process was stopped in, if any.
+    pub fn interrupted_syscall(&self) -> Option<u64> {
         self.interrupted
     }
 
@@ -218,7 +218,7 @@ impl Tracee {
         data: &[u8],
         f: impl FnOnce(&mut Self, u64) -> Result<T>,
     ) -> Result<T> {
-        let addr = (self.resume.rsp - 128 - 256 - data.len() as u64) & !15;
+        let addr = self.scratch_addr(data.len());
         let saved = self.read_mem(addr, data.len())?;
         self.write_mem(addr, data)?;
         let r = f(self, addr);

@@ -617,8 +617,7 @@ impl Init {
             (None, Some(shell)) if shell == r.pid && self.shell_is_idle(shell) => {
                 Tracee::seize(shell).and_then(|mut t| {
                     // Stopped: still blocked in read (not woken meanwhile)?
-                    let reading =
-                        t.interrupted_syscall().map(|s| s.0) == Some(libc::SYS_read as u64);
+                    let reading = t.interrupted_syscall() == Some(libc::SYS_read as u64);
                     let res = if reading {
                         slice(&mut t)
                     } else {
