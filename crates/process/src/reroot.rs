@@ -17,11 +17,16 @@
 
 use crate::batch::{Area, Op};
 use crate::error::{ProcessError, Result};
-use crate::inspect::{proc_read, vma_at};
+use crate::inspect::{proc_read, vma_at, Vma};
 use crate::tracee::Tracee;
 use std::os::unix::fs::FileExt;
 
 const PAGE: u64 = 4096;
+/// Bits of a /proc/PID/pagemap entry.
+const PM_PRESENT: u64 = 1 << 63;
+const PM_SWAPPED: u64 = 1 << 62;
+const PM_FILE: u64 = 1 << 61;
+const PM_PFN: u64 = (1 << 55) - 1;
 /// VmFlags a swapped mapping reproduces exactly (a fresh private mapping made
 /// read-write, then given the old protection). Anything else is left alone.
 const REPRODUCIBLE_FLAGS: [&str; 9] = ["rd", "wr", "ex", "mr", "mw", "me", "ac", "sd", "mt"];
@@ -127,6 +132,18 @@ pub struct Region {
     /// The file it maps (path as in maps, offset, inode), if any.
     pub file: Option<(String, u64, u64)>,
     pub anon_bytes: u64,
+}
+
+impl Region {
+    /// Whether `v` is this region placed at `at`: same length, same backing (the same
+    /// file at the same offset, or anonymous memory).
+    fn mapped_as(&self, v: &Vma, at: u64) -> bool {
+        (v.start, v.end) == (at, at + (self.end - self.start))
+            && match &self.file {
+                Some((_, off, ino)) => (v.offset, v.inode) == (*off, *ino),
+                None => v.inode == 0,
+            }
+    }
 }
 
 /// The mappings of a process (its smaps text) that have pages of their own and can be
@@ -312,13 +329,7 @@ fn swap_slice(t: &mut Tracee, area: &Area, regions: &[Region], files: &Files) ->
     let todo: Vec<&Region> = regions
         .iter()
         .filter(|r| {
-            let ok = vma_at(files.maps, r.start).is_some_and(|v| {
-                (v.start, v.end) == (r.start, r.end)
-                    && match &r.file {
-                        Some((_, off, ino)) => (v.offset, v.inode) == (*off, *ino),
-                        None => v.inode == 0,
-                    }
-            });
+            let ok = vma_at(files.maps, r.start).is_some_and(|v| r.mapped_as(&v, r.start));
             out.skipped += usize::from(!ok);
             ok
         })
@@ -381,16 +392,7 @@ fn fill_and_move(
     let good: Vec<(&Region, u64)> = todo
         .iter()
         .zip(&tmps)
-        .filter(|(r, tmp)| {
-            vma_at(files.maps, **tmp).is_some_and(|v| {
-                v.start == **tmp
-                    && v.end == **tmp + (r.end - r.start)
-                    && match &r.file {
-                        Some((_, off, ino)) => (v.offset, v.inode) == (*off, *ino),
-                        None => v.inode == 0,
-                    }
-            })
-        })
+        .filter(|(r, tmp)| vma_at(files.maps, **tmp).is_some_and(|v| r.mapped_as(&v, **tmp)))
         .map(|(r, tmp)| (*r, *tmp))
         .collect();
     let mut ops = Vec::new();
@@ -449,11 +451,8 @@ fn own_runs(r: &Region, pagemap: &std::fs::File, pid: i32) -> Result<Vec<(u64, u
     let zero = zero_pfn();
     let own = |i: usize| {
         let e = u64::from_ne_bytes(raw[i * 8..i * 8 + 8].try_into().unwrap_or_default());
-        let present = e & (1 << 63) != 0;
-        let swapped = e & (1 << 62) != 0;
-        let file_page = e & (1 << 61) != 0;
-        let pfn = e & ((1 << 55) - 1);
-        swapped || (present && !file_page && Some(pfn) != zero)
+        let (present, file_page) = (e & PM_PRESENT != 0, e & PM_FILE != 0);
+        e & PM_SWAPPED != 0 || (present && !file_page && Some(e & PM_PFN) != zero)
     };
     let mut runs = Vec::new();
     let mut i = 0;
@@ -490,8 +489,7 @@ fn zero_pfn() -> Option<u64> {
         // SAFETY: unmaps exactly the page mapped above.
         unsafe { libc::munmap(p, len) };
         let e = entry?;
-        let pfn = e & ((1 << 55) - 1);
-        (e & (1 << 63) != 0 && pfn != 0).then_some(pfn)
+        (e & PM_PRESENT != 0 && e & PM_PFN != 0).then_some(e & PM_PFN)
     })
 }
 
