@@ -548,9 +548,13 @@ impl Init {
     /// template (a rollback forks it, or its spare, next) and the shell (a checkpoint
     /// forks it) — the shell first if it was restored from that very template (a
     /// re-root of the template no longer reaches it). Its checkpoint id (`None`: the
-    /// shell) and pid. Older templates are left as they are: each re-root is a copy.
-    fn reroot_wanted(&self, idle: Idle) -> Option<(Option<String>, Pid)> {
-        let idle = self.idle_kind(idle)?;
+    /// shell), pid, and what the idle moment allows (eager under that setting). Older
+    /// templates are left as they are: each re-root is a copy.
+    fn reroot_wanted(&self, idle: Idle) -> Option<(Option<String>, Pid, Idle)> {
+        let idle = match self.cfg_reroot? {
+            Idle::Eager => Idle::Eager,
+            _ => idle,
+        };
         let may = |pid: Pid| {
             self.lineage
                 .get(&pid.as_raw())
@@ -559,21 +563,13 @@ impl Init {
         let newest = self.recent.back();
         let template = newest.and_then(|ck| {
             let t = self.templates.get(ck)?;
-            may(t.pid()).then(|| (Some(ck.clone()), t.pid()))
+            may(t.pid()).then(|| (Some(ck.clone()), t.pid(), idle))
         });
-        let shell = self.shell.filter(|s| may(*s)).map(|s| (None, s));
+        let shell = self.shell.filter(|s| may(*s)).map(|s| (None, s, idle));
         if newest.is_some() && newest == self.shell_from.as_ref() {
             shell.or(template)
         } else {
             template.or(shell)
-        }
-    }
-
-    /// The idle moment re-roots may use (none: re-rooting is off).
-    fn idle_kind(&self, idle: Idle) -> Option<Idle> {
-        match self.cfg_reroot? {
-            Idle::Eager => Some(Idle::Eager),
-            _ => Some(idle),
         }
     }
 
@@ -586,7 +582,7 @@ impl Init {
             return true;
         }
         if self.rerooting.is_none() {
-            if let Some((ck, pid)) = self.reroot_wanted(idle) {
+            if let Some((ck, pid, idle)) = self.reroot_wanted(idle) {
                 if ck.is_none() && !self.shell_is_idle(pid) {
                     // Running a command: left for a later idle moment. Spares go on.
                     return self.refill_spare();
@@ -595,9 +591,6 @@ impl Init {
                     eprintln!("deltabox init: mappings of pid {pid}: {e}");
                     Vec::new()
                 });
-                let Some(idle) = self.idle_kind(idle) else {
-                    return false;
-                };
                 let todo = self.lineage_mut(pid).due(plan, idle);
                 if !todo.is_empty() {
                     self.rerooting = Some(Rerooting { ck, pid, todo });
@@ -664,25 +657,32 @@ impl Init {
             && self.others().is_empty()
     }
 
+    /// A new copy of the template of `ck` (none without one), its lineage noted.
+    fn spawn_copy(&mut self, ck: &str) -> Option<Result<Move, ProcessError>> {
+        let t = self.templates.get_mut(ck)?;
+        let lineage = match self.lineage.get(&t.pid().as_raw()) {
+            Some(l) => l.forked(),
+            None => Lineage::default().forked(),
+        };
+        let copy = t.spawn();
+        if let Ok(m) = &copy {
+            self.lineage.insert(m.pid().as_raw(), lineage);
+        }
+        Some(copy)
+    }
+
     /// Forks one missing spare (when idle: see the poll loop). Whether it tried.
     fn refill_spare(&mut self) -> bool {
         let Some(ck) = self.spare_wanted() else {
             return false;
         };
-        let Some(tp) = self.templates.get(&ck).map(|t| t.pid()) else {
-            return false;
-        };
-        let lineage = self.lineage_of(tp).forked();
-        let Some(t) = self.templates.get_mut(&ck) else {
-            return false;
-        };
-        match t.spawn() {
-            Ok(m) => {
+        match self.spawn_copy(&ck) {
+            None => return false,
+            Some(Ok(m)) => {
                 self.protected.insert(m.pid().as_raw());
-                self.lineage.insert(m.pid().as_raw(), lineage);
                 self.spares.insert(ck, m);
             }
-            Err(e) => {
+            Some(Err(e)) => {
                 eprintln!("deltabox init: spare copy of {ck}: {e}");
                 self.recent.retain(|c| *c != ck);
             }
@@ -803,15 +803,7 @@ impl Init {
                 .filter(|m| !is_exiting(m.pid().as_raw()));
             match spare {
                 Some(m) => Some(Ok(m)),
-                None => {
-                    let tp = self.templates.get(ck).map(|t| t.pid());
-                    let lineage = tp.map(|p| self.lineage_of(p).forked()).unwrap_or_default();
-                    let copy = self.templates.get_mut(ck).map(|t| t.spawn());
-                    if let Some(Ok(m)) = &copy {
-                        self.lineage.insert(m.pid().as_raw(), lineage);
-                    }
-                    copy
-                }
+                None => self.spawn_copy(ck),
             }
         };
         let copy = match forked {
