@@ -1,5 +1,5 @@
 //! Wire types of the DeltaBox HTTP/JSON API (see `openapi.yaml` at the repository root).
-//! Only data: no HTTP, no sandbox logic.
+//! Only data (and how its percentiles are computed): no HTTP, no sandbox logic.
 
 use serde::{Deserialize, Serialize};
 
@@ -118,6 +118,13 @@ pub struct ForkResponse {
     pub ms_p50: f64,
     pub ms_p99: f64,
     pub ms: Vec<f64>,
+}
+
+/// The nearest-rank `q` quantile (0 < q <= 1) of `sorted` (ascending, not empty): the
+/// `ms_p50`/`ms_p99` of responses, and the bench's percentiles.
+pub fn nearest_rank(sorted: &[f64], q: f64) -> f64 {
+    let i = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i]
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

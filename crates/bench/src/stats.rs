@@ -1,5 +1,6 @@
 //! Latency summaries.
 
+use deltabox_api::nearest_rank;
 use serde::Serialize;
 
 /// p50/p90/p99 (nearest rank) of a set of samples, in milliseconds.
@@ -13,11 +14,6 @@ pub struct Summary {
     pub max: f64,
 }
 
-fn rank(sorted: &[f64], q: f64) -> f64 {
-    let i = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i]
-}
-
 pub fn summarize(samples: &[f64]) -> Option<Summary> {
     if samples.is_empty() {
         return None;
@@ -26,9 +22,9 @@ pub fn summarize(samples: &[f64]) -> Option<Summary> {
     s.sort_by(f64::total_cmp);
     Some(Summary {
         n: s.len(),
-        p50: rank(&s, 0.50),
-        p90: rank(&s, 0.90),
-        p99: rank(&s, 0.99),
+        p50: nearest_rank(&s, 0.50),
+        p90: nearest_rank(&s, 0.90),
+        p99: nearest_rank(&s, 0.99),
         mean: s.iter().sum::<f64>() / s.len() as f64,
         max: s[s.len() - 1],
     })

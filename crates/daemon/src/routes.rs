@@ -263,16 +263,12 @@ async fn fork(
         let (ids, ms) = s.manager.fork(&id, req.n, req.owner_pid)?;
         let mut sorted = ms.clone();
         sorted.sort_by(f64::total_cmp);
-        let rank = |q: f64| {
-            let i = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
-            sorted[i]
-        };
         Ok(api::ForkResponse {
             checkpoint: id,
             ids,
             ms_total: start.elapsed().as_secs_f64() * 1000.0,
-            ms_p50: rank(0.5),
-            ms_p99: rank(0.99),
+            ms_p50: api::nearest_rank(&sorted, 0.5),
+            ms_p99: api::nearest_rank(&sorted, 0.99),
             ms,
         })
     })
