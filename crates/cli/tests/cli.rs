@@ -319,18 +319,15 @@ fn full_layer_store_fails_clearly_and_keeps_checkpoints() {
         d.json(&["rm", &full]);
     }
     d.json(&["gc"]);
-    let until = Instant::now() + Duration::from_secs(10);
-    while d
-        .sh(&sb, "head -c 50000000 /dev/zero > /root/after && echo ok")
-        .0
-        != "ok\n"
-    {
-        assert!(
-            Instant::now() < until,
-            "space was not freed after restore + gc"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    eventually(
+        "space freed by restore + gc",
+        Duration::from_secs(10),
+        || {
+            d.sh(&sb, "head -c 50000000 /dev/zero > /root/after && echo ok")
+                .0
+                == "ok\n"
+        },
+    );
     d.checkpoint(&sb);
 }
 
@@ -414,11 +411,11 @@ fn leased_sandbox_goes_when_its_owner_dies_even_by_sigkill() {
     assert!(ids(&d).contains(&leased) && ids(&d).contains(&free));
     owner.kill().unwrap();
     owner.wait().unwrap();
-    let until = Instant::now() + Duration::from_secs(15);
-    while ids(&d).contains(&leased) {
-        assert!(Instant::now() < until, "leased sandbox outlived its owner");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    eventually(
+        "the leased sandbox to go with its owner",
+        Duration::from_secs(15),
+        || !ids(&d).contains(&leased),
+    );
     assert_eq!(ids(&d), vec![free.clone()]);
     // A lease to a process that does not exist is refused, naming the pid.
     let out = d.cmd(&["create", "--owner-pid", &pid]);

@@ -8,6 +8,8 @@ use common::*;
 use serde_json::Value;
 
 const IMG: u64 = 4 << 30;
+/// How long idle-time work (re-roots) may take to show.
+const SETTLE: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Everything a bash session holds that a user can observe, minus what changes by itself
 /// (RANDOM, SECONDS, `$_`, the running command's own bookkeeping).
@@ -237,18 +239,6 @@ fn private_mb(d: &Daemon, sb: &str) -> u64 {
     py(d, sb, src).trim().parse().unwrap()
 }
 
-/// Polls `f` every 200 ms for up to 20 s.
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !f() {
-        assert!(
-            std::time::Instant::now() < until,
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-}
-
 #[test]
 fn rerooted_processes_restore_exactly() {
     // Eager: every idle moment gives the shell and the newest template fresh mappings
@@ -268,7 +258,9 @@ fn rerooted_processes_restore_exactly() {
         d.json(&["restore", &sb, &a]);
         // A restored shell shares its pages with the template until re-rooted: then
         // it holds its own copy of the heap.
-        eventually("the restored shell's re-root", || private_mb(&d, &sb) >= 40);
+        eventually("the restored shell's re-root", SETTLE, || {
+            private_mb(&d, &sb) >= 40
+        });
         assert_eq!(py(&d, &sb, "digest()"), want);
         let b = d.checkpoint(&sb);
         py(&d, &sb, "blob[-1:] = b'z'; data[1] = 2");
@@ -278,7 +270,7 @@ fn rerooted_processes_restore_exactly() {
     // Templates are re-rooted too: the newest, once its spare is made (eager mode forks
     // spares first), holds its own copy.
     let c = d.checkpoint(&sb);
-    eventually("the newest template's re-root", || {
+    eventually("the newest template's re-root", SETTLE, || {
         tree(&d, &sb).iter().any(|n| {
             n["id"].as_str() == Some(c.as_str())
                 && n["template"]["memory"]["private"].as_u64().unwrap_or(0) >= 40 << 20

@@ -161,11 +161,11 @@ fn a_warm_pool_hands_out_children_that_start_at_the_checkpoint() {
     let ck = d.checkpoint(&sb);
     let r = d.json(&["pool", &ck, "4"]);
     assert_eq!(r["size"], 4);
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while d.json(&["pool", &ck, "4"])["ready"] != 4 {
-        assert!(std::time::Instant::now() < until, "pool did not fill");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    eventually(
+        "the pool to fill",
+        std::time::Duration::from_secs(30),
+        || d.json(&["pool", &ck, "4"])["ready"] == 4,
+    );
     // Waiting children are not listed.
     assert_eq!(d.ids().len(), 1);
     // The parent moves on; pooled children still start at the checkpoint.

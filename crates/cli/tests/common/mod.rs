@@ -195,6 +195,15 @@ impl Drop for Daemon {
     }
 }
 
+/// Polls `f` every 100 ms until it holds; fails the test, naming `what`, after `within`.
+pub fn eventually(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let until = Instant::now() + within;
+    while !f() {
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 pub fn stderr_of(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
