@@ -163,26 +163,20 @@ impl Sandbox {
             &[&ctl_child, &fork.pidfd],
         )?;
         drop((ctl_child, fork.pidfd));
-        let fail = |during: &'static str, detail: String| SandboxError::Init {
-            id: rec.id.clone(),
-            during,
-            detail,
-        };
         let mut child = KillOnDrop(Some(child));
         let mnt = mount_for(&store, &rec.layers, &rec.base, &rec.upper)?;
-        let data = serde_json::to_vec(&Request::Root).expect("requests serialize");
-        fdpass::send(ctl.as_raw_fd(), &data, &[mnt.as_raw_fd()])
-            .map_err(|e| fail("setting up its root", e.to_string()))?;
-        let (reply, mut fds) = recv_reply(&ctl, Duration::from_secs(30))
-            .map_err(|e| fail("setting up its root", e))?;
+        let during = "taking over the forked shell";
+        send_request(&ctl, &rec.id, &Request::Root, Some(mnt), during)?;
+        // (No shell to have exited yet: init takes it over while answering.)
+        let (reply, mut fds) = next_reply(&ctl, &rec.id, during, &mut None)?;
         match reply {
             Reply::Ok(_) if fds.len() == 4 => {}
-            Reply::Err { error } => return Err(fail("taking over the forked shell", error)),
             other => {
-                return Err(fail(
-                    "taking over the forked shell",
-                    format!("unexpected reply {other:?} with {} descriptors", fds.len()),
-                ))
+                return Err(SandboxError::Init {
+                    id: rec.id.clone(),
+                    during,
+                    detail: format!("unexpected reply {other:?} with {} descriptors", fds.len()),
+                })
             }
         }
         let mark_r = fds.pop().unwrap();
@@ -290,13 +284,7 @@ impl Sandbox {
         fd: Option<OwnedFd>,
         during: &'static str,
     ) -> Result<(), SandboxError> {
-        let data = serde_json::to_vec(req).expect("requests serialize");
-        let fds: Vec<i32> = fd.iter().map(|f| f.as_raw_fd()).collect();
-        fdpass::send(self.ctl.as_raw_fd(), &data, &fds).map_err(|e| SandboxError::Init {
-            id: self.id.clone(),
-            during,
-            detail: e.to_string(),
-        })
+        send_request(&self.ctl, &self.id, req, fd, during)
     }
 
     fn await_reply(&mut self, during: &'static str) -> Result<Done, SandboxError> {
@@ -317,50 +305,7 @@ impl Sandbox {
         &mut self,
         during: &'static str,
     ) -> Result<(Reply, Vec<OwnedFd>), SandboxError> {
-        let id = self.id.clone();
-        let init_err = move |detail: String| SandboxError::Init {
-            id: id.clone(),
-            during,
-            detail,
-        };
-        loop {
-            let (reply, fds) = self.recv_ctl(Duration::from_secs(30)).map_err(&init_err)?;
-            match reply {
-                Reply::ShellExited { code } => self.shell_dead = Some(code),
-                Reply::Err { error } => return Err(init_err(error)),
-                Reply::Unsupported {
-                    pid,
-                    comm,
-                    reason,
-                    hint,
-                } => {
-                    return Err(SandboxError::NotCapturable {
-                        id: self.id.clone(),
-                        pid,
-                        comm,
-                        reason,
-                        hint,
-                    })
-                }
-                Reply::NoTemplate { ck } => {
-                    return Err(SandboxError::NoTemplate {
-                        id: self.id.clone(),
-                        ck,
-                    })
-                }
-                Reply::Busy { procs } => {
-                    return Err(SandboxError::BackgroundProcesses {
-                        id: self.id.clone(),
-                        procs: procs
-                            .iter()
-                            .map(|p| format!("pid {} `{}`", p.pid, p.comm))
-                            .collect(),
-                        pids: procs.iter().map(|p| p.pid.to_string()).collect(),
-                    })
-                }
-                other => return Ok((other, fds)),
-            }
-        }
+        next_reply(&self.ctl, &self.id, during, &mut self.shell_dead)
     }
 
     fn recv_ctl(&self, timeout: Duration) -> Result<(Reply, Vec<OwnedFd>), String> {
@@ -700,6 +645,72 @@ impl Drop for KillOnDrop {
         if let Some(c) = self.0.as_mut() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+    }
+}
+
+/// Sends `req` (with `fd`, if any) on a sandbox's control socket.
+fn send_request(
+    ctl: &OwnedFd,
+    id: &str,
+    req: &Request,
+    fd: Option<OwnedFd>,
+    during: &'static str,
+) -> Result<(), SandboxError> {
+    let data = serde_json::to_vec(req).expect("requests serialize");
+    let fds: Vec<i32> = fd.iter().map(|f| f.as_raw_fd()).collect();
+    fdpass::send(ctl.as_raw_fd(), &data, &fds).map_err(|e| SandboxError::Init {
+        id: id.to_string(),
+        during,
+        detail: e.to_string(),
+    })
+}
+
+/// The next reply on a sandbox's control socket that is not a shell-exit notice (those
+/// go to `shell_dead`), with the descriptors it carries; errors become `SandboxError`s.
+fn next_reply(
+    ctl: &OwnedFd,
+    id: &str,
+    during: &'static str,
+    shell_dead: &mut Option<i32>,
+) -> Result<(Reply, Vec<OwnedFd>), SandboxError> {
+    let id = id.to_string();
+    let init_err = |detail: String| SandboxError::Init {
+        id: id.clone(),
+        during,
+        detail,
+    };
+    loop {
+        let (reply, fds) = recv_reply(ctl, Duration::from_secs(30)).map_err(init_err)?;
+        match reply {
+            Reply::ShellExited { code } => *shell_dead = Some(code),
+            Reply::Err { error } => return Err(init_err(error)),
+            Reply::Unsupported {
+                pid,
+                comm,
+                reason,
+                hint,
+            } => {
+                return Err(SandboxError::NotCapturable {
+                    id,
+                    pid,
+                    comm,
+                    reason,
+                    hint,
+                })
+            }
+            Reply::NoTemplate { ck } => return Err(SandboxError::NoTemplate { id, ck }),
+            Reply::Busy { procs } => {
+                return Err(SandboxError::BackgroundProcesses {
+                    id,
+                    procs: procs
+                        .iter()
+                        .map(|p| format!("pid {} `{}`", p.pid, p.comm))
+                        .collect(),
+                    pids: procs.iter().map(|p| p.pid.to_string()).collect(),
+                })
+            }
+            other => return Ok((other, fds)),
         }
     }
 }
