@@ -532,3 +532,91 @@ fn chain_of_200_checkpoints_restores_from_both_ends() {
     d.json(&["restore", &sb, &cks[101]]);
     assert_eq!(ok_sh(&d, &sb, "echo $v"), "102\n");
 }
+
+/// Memory of the REPL mapped by huge pages, MB.
+fn huge_mb(d: &Daemon, sb: &str) -> u64 {
+    let src = "print(int(next(l for l in open('/proc/self/smaps_rollup') if l.startswith('AnonHugePages:')).split()[1]) // 1024)";
+    py(d, sb, src).trim().parse().unwrap()
+}
+
+/// Whether `deltabox doctor` finds huge-page collapsing on this kernel.
+fn huge_pages_supported(d: &Daemon) -> bool {
+    let out = d.cmd(&["--json", "doctor"]);
+    let checks: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let found = checks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "huge pages");
+    found.unwrap()["status"] == "ok"
+}
+
+#[test]
+fn repl_memory_in_huge_pages_restores_exactly() {
+    let d = Daemon::start(IMG);
+    if !huge_pages_supported(&d) {
+        eprintln!(
+            "SKIPPED: no MADV_COLLAPSE through process_madvise on this kernel (deltabox doctor)"
+        );
+        return;
+    }
+    let sb = python(&d);
+    py(&d, &sb, HEAP);
+    let want = py(&d, &sb, "digest()");
+    // Init collapses what the REPL does not share (nothing yet) while it is quiet, or
+    // at the latest before the first checkpoint forks it.
+    eventually("the REPL's own memory in huge pages", SETTLE, || {
+        huge_mb(&d, &sb) >= 32
+    });
+    assert_eq!(py(&d, &sb, "digest()"), want);
+    let a = d.checkpoint(&sb);
+    for _ in 0..2 {
+        py(
+            &d,
+            &sb,
+            "data.clear(); blob[:10] = b'y' * 10; blob[20 << 20] ^= 1; nodes.pop()",
+        );
+        d.json(&["restore", &sb, &a]);
+        assert_eq!(py(&d, &sb, "digest()"), want);
+    }
+    // New memory after a restore is the shell's own again: collapsed by the next
+    // checkpoint at the latest, so the template and its copies map it huge too.
+    py(&d, &sb, "more = bytearray(os.urandom(24 << 20))");
+    py(&d, &sb, HUGE_OF);
+    let with_more = py(&d, &sb, "digest(), hashlib.sha256(more).hexdigest()");
+    let b = d.checkpoint(&sb);
+    py(&d, &sb, "more[:4] = b'zzzz'; blob.clear()");
+    d.json(&["restore", &sb, &b]);
+    assert_eq!(
+        py(&d, &sb, "digest(), hashlib.sha256(more).hexdigest()"),
+        with_more
+    );
+    let more_mb: u64 = py(&d, &sb, "huge_of(more)").trim().parse().unwrap();
+    assert!(more_mb >= 16, "{more_mb} MB of `more` in huge pages");
+}
+
+/// `huge_of(buf)`: MB of huge pages in the mapping that holds `buf`.
+const HUGE_OF: &str = r#"
+import ctypes
+def huge_of(buf):
+    a = ctypes.addressof((ctypes.c_char * len(buf)).from_buffer(buf))
+    inside = False
+    for l in open('/proc/self/smaps'):
+        f = l.split()
+        if '-' in f[0] and not f[0].endswith(':'):
+            lo, hi = (int(x, 16) for x in f[0].split('-'))
+            inside = lo <= a < hi
+        elif inside and f[0] == 'AnonHugePages:':
+            print(int(f[1]) // 1024)
+            return
+"#;
+
+#[test]
+fn huge_pages_can_be_turned_off() {
+    let d = Daemon::start_with_env(IMG, &[("DELTABOX_HUGEPAGES", "0")]);
+    let sb = python(&d);
+    py(&d, &sb, "import os; big = bytearray(os.urandom(24 << 20))");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    d.checkpoint(&sb);
+    assert_eq!(huge_mb(&d, &sb), 0);
+}

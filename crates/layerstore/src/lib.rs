@@ -20,7 +20,7 @@ mod view;
 pub use diff::{diff_views, render_patch, Change, ChangeKind};
 pub use error::StoreError;
 pub use ids::{new_id, validate_id, IdKind};
-pub use records::{CheckpointRecord, Owner, Reroot, SandboxRecord, ShellKind};
+pub use records::{CheckpointRecord, HugePages, Owner, Reroot, SandboxRecord, ShellKind};
 pub use squash::squash_layers;
 pub use store::{GcReport, LayerStore, Usage, MAX_STACK_DEPTH};
 pub use view::{Entry, EntryKind, View};

@@ -54,6 +54,9 @@ pub struct SandboxRecord {
     /// Whether its processes' memory is re-rooted in idle time (DeltaCR).
     #[serde(default, skip_serializing_if = "Reroot::is_auto")]
     pub reroot: Reroot,
+    /// Whether memory its processes do not share is collapsed into huge pages (DeltaCR).
+    #[serde(default, skip_serializing_if = "HugePages::is_auto")]
+    pub huge_pages: HugePages,
 }
 
 /// Re-rooting of a sandbox's processes: in idle time, their private memory is copied
@@ -88,6 +91,37 @@ impl Reroot {
                 _ => Reroot::On,
             },
             r => r,
+        }
+    }
+}
+
+/// Huge pages for the memory a sandbox's shell does not share with a template, so that
+/// forking it (each checkpoint) copies fewer page-table entries (see
+/// `deltabox-process`'s `hugepages`).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum HugePages {
+    /// As the daemon is configured (DELTABOX_HUGEPAGES; on unless it says `0`).
+    #[default]
+    Auto,
+    On,
+    /// Off (a benchmark's comparison).
+    Off,
+}
+
+impl HugePages {
+    pub fn is_auto(&self) -> bool {
+        *self == HugePages::Auto
+    }
+
+    /// Whether it is on, `Auto` resolved against DELTABOX_HUGEPAGES (`0`/`off`: off).
+    pub fn enabled(self) -> bool {
+        match self {
+            HugePages::Auto => !matches!(
+                std::env::var("DELTABOX_HUGEPAGES").as_deref(),
+                Ok("0") | Ok("off")
+            ),
+            h => h == HugePages::On,
         }
     }
 }

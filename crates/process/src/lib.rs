@@ -8,6 +8,7 @@
 //! * [`guard`]: the seccomp supervisor that keeps templates out of the sandbox's reach.
 //! * [`memory`]: what a template costs.
 //! * [`reroot`]: fresh kernel ancestry for a template's memory, so forks stay cheap.
+//! * [`hugepages`]: a process's own memory collapsed into huge pages, so forks are cheap.
 //!
 //! Everything here runs in the sandbox's init, which is single-threaded: ptrace ties a
 //! tracee to the thread that attached it.
@@ -15,8 +16,10 @@
 pub mod batch;
 mod error;
 pub mod guard;
+pub mod hugepages;
 pub mod inspect;
 pub mod memory;
+mod pagemap;
 pub mod reroot;
 pub mod template;
 pub mod tracee;

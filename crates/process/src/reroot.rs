@@ -18,15 +18,9 @@
 use crate::batch::{Area, Op};
 use crate::error::{ProcessError, Result};
 use crate::inspect::{proc_read, vma_at, Vma};
+use crate::pagemap::{self, PAGE};
 use crate::tracee::Tracee;
-use std::os::unix::fs::FileExt;
 
-const PAGE: u64 = 4096;
-/// Bits of a /proc/PID/pagemap entry.
-const PM_PRESENT: u64 = 1 << 63;
-const PM_SWAPPED: u64 = 1 << 62;
-const PM_FILE: u64 = 1 << 61;
-const PM_PFN: u64 = (1 << 55) - 1;
 /// VmFlags a swapped mapping reproduces exactly (a fresh private mapping made
 /// read-write, then given the old protection). Anything else is left alone.
 const REPRODUCIBLE_FLAGS: [&str; 9] = ["rd", "wr", "ex", "mr", "mw", "me", "ac", "sd", "mt"];
@@ -444,15 +438,13 @@ fn fill_and_move(
 /// never touched, or zero read the same in a fresh mapping without a copy.
 fn own_runs(r: &Region, pagemap: &std::fs::File, pid: i32) -> Result<Vec<(u64, u64)>> {
     let pages = ((r.end - r.start) / PAGE) as usize;
-    let mut raw = vec![0u8; pages * 8];
-    pagemap
-        .read_exact_at(&mut raw, r.start / PAGE * 8)
-        .map_err(|e| proc_err(pid, "pagemap", e))?;
+    let entries =
+        pagemap::read(pagemap, r.start, pages).map_err(|e| proc_err(pid, "pagemap", e))?;
     let zero = zero_pfn();
     let own = |i: usize| {
-        let e = u64::from_ne_bytes(raw[i * 8..i * 8 + 8].try_into().unwrap_or_default());
-        let (present, file_page) = (e & PM_PRESENT != 0, e & PM_FILE != 0);
-        e & PM_SWAPPED != 0 || (present && !file_page && Some(e & PM_PFN) != zero)
+        let e = entries[i];
+        let (present, file_page) = (e & pagemap::PRESENT != 0, e & pagemap::FILE != 0);
+        e & pagemap::SWAPPED != 0 || (present && !file_page && Some(e & pagemap::PFN) != zero)
     };
     let mut runs = Vec::new();
     let mut i = 0;
@@ -473,7 +465,7 @@ fn own_runs(r: &Region, pagemap: &std::fs::File, pid: i32) -> Result<Vec<(u64, u
 
 /// The frame number of the kernel's shared zero page, as pagemap shows it to us (a
 /// read of untouched anonymous memory maps it). `None` when pagemap hides frame numbers.
-fn zero_pfn() -> Option<u64> {
+pub(crate) fn zero_pfn() -> Option<u64> {
     static ZERO: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
     *ZERO.get_or_init(|| {
         let len = PAGE as usize;
@@ -489,15 +481,16 @@ fn zero_pfn() -> Option<u64> {
         // SAFETY: unmaps exactly the page mapped above.
         unsafe { libc::munmap(p, len) };
         let e = entry?;
-        (e & PM_PRESENT != 0 && e & PM_PFN != 0).then_some(e & PM_PFN)
+        (e & pagemap::PRESENT != 0 && e & pagemap::PFN != 0).then_some(e & pagemap::PFN)
     })
 }
 
 fn pagemap_entry(addr: u64) -> Option<u64> {
     let f = std::fs::File::open("/proc/self/pagemap").ok()?;
-    let mut e = [0u8; 8];
-    f.read_exact_at(&mut e, addr / PAGE * 8).ok()?;
-    Some(u64::from_ne_bytes(e))
+    pagemap::read(&f, addr & !(PAGE - 1), 1)
+        .ok()?
+        .first()
+        .copied()
 }
 
 #[cfg(test)]

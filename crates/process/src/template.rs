@@ -8,7 +8,7 @@
 
 use crate::error::Result;
 use crate::inspect::{inspect, Capture, Context};
-use crate::tracee::Tracee;
+use crate::tracee::{OneCpu, Tracee};
 use nix::unistd::Pid;
 use std::os::unix::ffi::OsStrExt;
 
@@ -126,16 +126,20 @@ fn set_dumpable(t: &mut Tracee, v: u64) -> Result<()> {
 /// with [`Move::finish`] after the root switch (or let go with [`Move::abandon`]).
 pub fn checkpoint(live: Pid, ctx: &Context) -> Result<(Template, Move)> {
     let cap = inspect(live.as_raw(), ctx)?;
+    // One CPU from the stop to the template's setup: every ptrace round trip is then a
+    // task switch, not the wake-up of another (idle) vCPU.
+    let pin = OneCpu::pin(live);
     let mut tracee = Tracee::seize(live)?;
     let made = (|| {
         let mut t = tracee.fork()?;
-        let r = t.colocated(|t| {
-            detach_session(t)?;
+        let r = (|| {
+            detach_session(&mut t)?;
             let dumpable = t.call("prctl", libc::SYS_prctl, &[libc::PR_GET_DUMPABLE as u64])?;
-            set_dumpable(t, 0)?;
+            set_dumpable(&mut t, 0)?;
             t.park()?;
+            pin.unpin_fork(t.pid)?;
             Ok(dumpable as u64)
-        });
+        })();
         match r {
             Ok(d) => Ok((t, d)),
             Err(e) => {
@@ -144,6 +148,14 @@ pub fn checkpoint(live: Pid, ctx: &Context) -> Result<(Template, Move)> {
             }
         }
     })();
+    let made = match (made, pin.release()) {
+        (Ok(x), Ok(())) => Ok(x),
+        (Ok((t, _)), Err(e)) => {
+            t.kill();
+            Err(e)
+        }
+        (Err(e), _) => Err(e),
+    };
     match made {
         Ok((t, dumpable)) => Ok((
             Template {

@@ -153,6 +153,11 @@ pub fn doctor(paths: &Paths) -> Vec<Check> {
         "PROCMAP_QUERY (Linux 6.11+): re-roots processes in idle time so long chains of checkpoints and restores stay cheap; without it they get slower with every kept checkpoint",
     ));
     out.push(check(
+        "huge pages",
+        deltabox_process::hugepages::supported(),
+        "MADV_COLLAPSE through process_madvise (Linux 6.1+): memory a shell does not share is collapsed into 2 MiB pages, so forking it (each checkpoint) copies 1/512 of the page-table entries; without it forks copy every 4 KiB entry (DELTABOX_HUGEPAGES=0 turns it off)",
+    ));
+    out.push(check(
         "overlayfs",
         probe::filesystem_listed("overlay"),
         "kernel overlayfs (the DeltaFS data path)",

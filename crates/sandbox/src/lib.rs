@@ -24,7 +24,9 @@ pub use manager::{
 pub use sandbox::{ExecOptions, Sandbox};
 pub use shell::ExecOutput;
 
-pub use deltabox_layerstore::{Change, ChangeKind, GcReport, Reroot, ShellKind, StoreError, Usage};
+pub use deltabox_layerstore::{
+    Change, ChangeKind, GcReport, HugePages, Reroot, ShellKind, StoreError, Usage,
+};
 
 use std::path::PathBuf;
 

@@ -4,8 +4,9 @@ use crate::sandbox::{ExecOptions, Sandbox};
 use crate::shell::ExecOutput;
 use crate::{mask, Paths, SandboxError};
 use deltabox_layerstore::{
-    diff_views, new_id, render_patch, validate_id, Change, CheckpointRecord, GcReport, IdKind,
-    LayerStore, Owner, Reroot, SandboxRecord, ShellKind, StoreError, Usage, MAX_STACK_DEPTH,
+    diff_views, new_id, render_patch, validate_id, Change, CheckpointRecord, GcReport, HugePages,
+    IdKind, LayerStore, Owner, Reroot, SandboxRecord, ShellKind, StoreError, Usage,
+    MAX_STACK_DEPTH,
 };
 use deltabox_process::{inspect, MemoryCost};
 use serde::Serialize;
@@ -24,6 +25,8 @@ pub struct CreateOptions {
     pub owner_pid: Option<i32>,
     /// Re-rooting of its processes (default: as the daemon is configured).
     pub reroot: Reroot,
+    /// Huge pages for its shell's own memory (default: as the daemon is configured).
+    pub huge_pages: HugePages,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -299,6 +302,7 @@ impl Manager {
             pooled: false,
             created_unix_ms: now_ms(),
             reroot: opts.reroot,
+            huge_pages: opts.huge_pages,
         };
         let started = self
             .store
@@ -540,6 +544,7 @@ impl Manager {
                 pooled,
                 created_unix_ms: now_ms(),
                 reroot: slot.rec.reroot,
+                huge_pages: slot.rec.huge_pages,
             }
         };
         let made = self

@@ -21,6 +21,10 @@ pub struct InitConfig {
     /// Re-rooting of the sandbox's processes in idle time (resolved: not `Auto`).
     #[serde(default)]
     pub reroot: deltabox_layerstore::Reroot,
+    /// Collapse the memory the sandbox's processes do not share into huge pages, so
+    /// that forking them is cheap (DELTABOX_HUGEPAGES=0 turns it off).
+    #[serde(default)]
+    pub huge_pages: bool,
 }
 
 /// What a parent sandbox's init made for a forked child (see `Request::Fork`).

@@ -772,6 +772,7 @@ fn init_config(paths: &Paths, rec: &SandboxRecord, adopt: Option<Adopt>) -> Init
         ],
         adopt,
         reroot: rec.reroot.resolved(),
+        huge_pages: rec.huge_pages.enabled(),
     }
 }
 
