@@ -6,7 +6,7 @@
 use crate::workload::Workload;
 use crate::{ms, BenchError, Options, Result, Series};
 use deltabox_sandbox::{
-    storefs, CreateOptions, ExecOptions, Manager, Paths, Reroot, ShellKind, TemplateInfo,
+    storefs, CreateOptions, ExecOptions, HugePages, Manager, Paths, Reroot, ShellKind, TemplateInfo,
 };
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -26,6 +26,9 @@ pub struct Figures {
     pub repl_rss_bytes: u64,
     /// Back to back: an agent step, then a checkpoint.
     pub checkpoint: Series,
+    /// The same, on a second REPL (same setup, same steps, interleaved with the first)
+    /// whose memory is never collapsed into huge pages: what they save.
+    pub checkpoint_small_pages: Series,
     /// Back to back: restores to checkpoints picked at random from the whole tree.
     pub restore: Series,
     /// An agent's rollback: step, checkpoint, a bad step, think for `think_ms`, then
@@ -259,13 +262,22 @@ pub fn measure(opts: &Options, wl: &Workload) -> Result<Figures> {
         let _ = m.remove(&old.id);
     }
     let _ = m.gc();
-    let sb = m
-        .create(CreateOptions {
+    let create = |huge_pages| {
+        m.create(CreateOptions {
             shell: ShellKind::Python,
+            huge_pages,
             ..Default::default()
-        })?
-        .id;
-    let r = run_on(opts, wl, &m, &sb);
+        })
+        .map(|s| s.id)
+    };
+    let sb = create(HugePages::Auto)?;
+    let r = create(HugePages::Off)
+        .map_err(BenchError::from)
+        .and_then(|control| {
+            let r = run_on(opts, wl, &m, &sb, &control);
+            let _ = m.remove(&control);
+            r
+        });
     let _ = m.remove(&sb);
     let _ = m.gc();
     m.shutdown();
@@ -276,10 +288,19 @@ fn series(v: Vec<f64>, what: &str) -> Result<Series> {
     Series::new(v).ok_or_else(|| BenchError::step(what, "no samples (reps must be >= 2)"))
 }
 
-fn run_on(opts: &Options, wl: &Workload, m: &Arc<Manager>, sb: &str) -> Result<Figures> {
-    (opts.progress)("deltabox: starting a Python REPL that imports Django (>= 60 MB)");
+/// The measurements on `sb`; `control` (huge pages off) goes through the same setup and
+/// steps, interleaved, for the checkpoint comparison, and is removed after it.
+fn run_on(
+    opts: &Options,
+    wl: &Workload,
+    m: &Arc<Manager>,
+    sb: &str,
+    control: &str,
+) -> Result<Figures> {
+    (opts.progress)("deltabox: starting two Python REPLs that import Django (>= 60 MB), the second with huge pages off");
     let setup = setup_code(wl);
     py(m, sb, &setup)?;
+    py(m, control, &setup)?;
     let repl_rss_bytes: u64 = py(m, sb, "rss()")?
         .parse()
         .map_err(|e| BenchError::step("REPL rss", e))?;
@@ -296,21 +317,32 @@ fn run_on(opts: &Options, wl: &Workload, m: &Arc<Manager>, sb: &str) -> Result<F
         "for j in range(0, 10 << 20, 4096):\n    scratch[j] ^= 0xff",
     )?;
     let template_after_dirty_10mb = memory(m, sb, &first)?;
+    m.checkpoint(control, None)?;
+    py(
+        m,
+        control,
+        "for j in range(0, 10 << 20, 4096):\n    scratch[j] ^= 0xff",
+    )?;
 
     (opts.progress)(&format!(
-        "deltabox: {} agent steps, each followed by a checkpoint",
+        "deltabox: {} agent steps, each followed by a checkpoint (on both REPLs in turn)",
         opts.reps
     ));
     let used_before = m.usage().bytes;
     let mut cks = Vec::new();
-    let mut ck_ms = Vec::new();
+    let (mut ck_ms, mut small_ms) = (Vec::new(), Vec::new());
     for i in 0..opts.reps {
         py(m, sb, &agent_step(i))?;
         let t = Instant::now();
         let ck = m.checkpoint(sb, None)?;
         ck_ms.push(ms(t));
         cks.push((ck.id, format!("{} {i}", base_len + i + 1)));
+        py(m, control, &agent_step(i))?;
+        let t = Instant::now();
+        m.checkpoint(control, None)?;
+        small_ms.push(ms(t));
     }
+    let _ = m.remove(control);
     // Layers are written by then; squash may have merged some (which only saves space).
     let storage = Storage {
         checkpoints: opts.reps,
@@ -420,6 +452,7 @@ fn run_on(opts: &Options, wl: &Workload, m: &Arc<Manager>, sb: &str) -> Result<F
     Ok(Figures {
         repl_rss_bytes,
         checkpoint: series(ck_ms, "checkpoint")?,
+        checkpoint_small_pages: series(small_ms, "checkpoint, huge pages off")?,
         restore: series(restore_ms, "restore")?,
         rollback: series(rollback_ms, "rollback")?,
         think_ms: THINK_MS,

@@ -16,7 +16,8 @@ def cdf(ax, samples, label):
     ax.step(xs, ys, where="post", label=f"{label} (n={len(xs)})")
 
 
-for kind, ours in (("checkpoint", [("DeltaBox checkpoint", d["checkpoint"])]),
+for kind, ours in (("checkpoint", [("DeltaBox checkpoint", d["checkpoint"]),
+                                   ("DeltaBox checkpoint, huge pages off", d["checkpoint_small_pages"])]),
                    ("restore", [("DeltaBox restore (random node)", d["restore"]),
                                 (f"DeltaBox rollback ({d['think_ms']} ms think)", d["rollback"])])):
     fig, ax = plt.subplots(figsize=(8, 4.5))

@@ -66,6 +66,11 @@ pub fn table(r: &Report) -> String {
     );
     line(
         &mut o,
+        "DeltaBox checkpoint, same steps on a REPL with huge pages off (interleaved)",
+        Some(&d.checkpoint_small_pages),
+    );
+    line(
+        &mut o,
         "DeltaBox restore, random node, back to back",
         Some(&d.restore),
     );

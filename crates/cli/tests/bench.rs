@@ -34,7 +34,15 @@ fn quick_bench_measures_everything_and_writes_the_report() {
     assert!(w["bytes"].as_u64().unwrap() >= 300 << 20, "{w}");
     let d = &r["deltabox"];
     assert!(d["repl_rss_bytes"].as_u64().unwrap() >= 60 << 20);
-    for op in ["checkpoint", "restore", "rollback", "diff", "gc", "replay"] {
+    for op in [
+        "checkpoint",
+        "checkpoint_small_pages",
+        "restore",
+        "rollback",
+        "diff",
+        "gc",
+        "replay",
+    ] {
         let s = &d[op]["summary"];
         assert!(s["n"].as_u64().unwrap() >= 1, "{op}: {s}");
         assert!(s["p50"].as_f64().unwrap() > 0.0, "{op}: {s}");
