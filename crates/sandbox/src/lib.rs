@@ -6,6 +6,7 @@
 //! mount with a fresh upper (O(1) in the size of the tree); a restore moves onto a mount
 //! of a checkpoint's layers. See ARCHITECTURE.md.
 
+mod chores;
 mod doctor;
 mod error;
 pub mod init;

@@ -1,5 +1,6 @@
 //! The set of sandboxes a daemon owns, and the operations on them by id.
 
+use crate::chores::Chores;
 use crate::sandbox::{ExecOptions, Sandbox};
 use crate::shell::ExecOutput;
 use crate::{mask, Paths, SandboxError};
@@ -116,6 +117,7 @@ pub struct Manager {
     sandboxes: Mutex<HashMap<String, Arc<Handle>>>,
     /// Warm pools: checkpoint -> (target size, pre-forked children ready to hand out).
     pools: Mutex<HashMap<String, (usize, Vec<String>)>>,
+    chores: Chores,
 }
 
 impl Manager {
@@ -130,6 +132,7 @@ impl Manager {
             paths,
             sandboxes: Mutex::new(HashMap::new()),
             pools: Mutex::new(HashMap::new()),
+            chores: Chores::start(),
         };
         for mut rec in m.store.sandboxes() {
             if rec.pooled {
@@ -392,7 +395,7 @@ impl Manager {
             Ok((ck, next))
         })?;
         let store = self.store.clone();
-        std::thread::spawn(move || store.refill_spares());
+        self.chores.later(move || store.refill_spares());
         if next.layers.len() > 2 * MAX_STACK_DEPTH {
             // The background squash fell behind: bound the depth here and now.
             self.squash(id);
@@ -459,7 +462,7 @@ impl Manager {
         })?;
         let ms = start.elapsed().as_secs_f64() * 1000.0;
         let store = self.store.clone();
-        std::thread::spawn(move || {
+        self.chores.later(move || {
             store.discard_layer(&old_upper);
             store.refill_spares();
             store.ensure_reserve();
