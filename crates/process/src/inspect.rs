@@ -335,8 +335,19 @@ pub fn inspect(pid: i32, ctx: &Context) -> Result<Capture> {
             continue; // closed meanwhile
         };
         let target = target.to_string_lossy().into_owned();
-        let fdinfo = read_proc(&format!("/proc/{pid}/fdinfo/{fd}")).unwrap_or_default();
-        let ft = std::fs::metadata(e.path()).ok().map(|m| m.file_type());
+        // Pipes, sockets and kernel objects are told apart by their link alone (the
+        // shell's own descriptors are pipes): no fdinfo or stat for them.
+        let by_link = ["pipe:", "socket:", "anon_inode:"]
+            .iter()
+            .any(|p| target.starts_with(p));
+        let (fdinfo, ft) = if by_link {
+            (String::new(), None)
+        } else {
+            (
+                read_proc(&format!("/proc/{pid}/fdinfo/{fd}")).unwrap_or_default(),
+                std::fs::metadata(e.path()).ok().map(|m| m.file_type()),
+            )
+        };
         match classify_fd(fd, &target, &fdinfo, ft, ctx) {
             FdKind::Share => {}
             FdKind::Reopen(f) => files.push(f),

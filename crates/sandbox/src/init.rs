@@ -719,7 +719,34 @@ impl Init {
         in_read
             && deltabox_process::inspect::status_field(shell.as_raw(), "Threads").as_deref()
                 == Some("1")
-            && self.others().is_empty()
+            && !self.anyone_else()
+    }
+
+    /// Whether a process besides the shell, the templates and their spares may run.
+    /// Without listing /proc (a cost that grows with every kept template): any such
+    /// process is a child of pid 1 (init, which reaps orphans) or of the shell, or
+    /// descends from one that is. Listing /proc is the way when the children lists are
+    /// missing (CONFIG_PROC_CHILDREN) or init is not pid 1 (a forked sandbox).
+    fn anyone_else(&self) -> bool {
+        let children = |pid: i32| read_proc(&format!("/proc/{pid}/task/{pid}/children")).ok();
+        let listed = match (nix::unistd::getpid().as_raw(), self.shell) {
+            (1, Some(shell)) => children(1).zip(children(shell.as_raw())),
+            (1, None) => children(1).map(|c| (c, String::new())),
+            _ => None,
+        };
+        let Some((ours, shells)) = listed else {
+            return !self.others().is_empty();
+        };
+        let pids = |s: &str| -> Vec<i32> {
+            s.split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect()
+        };
+        pids(&ours)
+            .into_iter()
+            .filter(|p| Some(Pid::from_raw(*p)) != self.shell && !self.protected.contains(p))
+            .chain(pids(&shells))
+            .any(|p| !in_nested_pid_ns(p) && proc_stat(p).is_some_and(|st| !st.exiting()))
     }
 
     /// A new copy of the template of `ck` (none without one), its lineage noted.
@@ -794,7 +821,11 @@ impl Init {
     /// shell's cwd and files) onto the root of the `Mount` message that follows. On any
     /// failure the sandbox stays where it was.
     fn checkpoint(&mut self, ck: String) -> Reply {
-        let others = self.others();
+        let others = if self.anyone_else() {
+            self.others()
+        } else {
+            Vec::new()
+        };
         if !others.is_empty() {
             let _ = self.await_mount();
             return Reply::Busy { procs: others };
