@@ -109,6 +109,8 @@ struct Init {
     stalled: bool,
     /// The live shell after a checkpoint, moved onto the new root once the reply is sent.
     moving: Option<Move>,
+    /// Mount id of the root, noted after each reply (`None`: the root just changed).
+    root_mnt: Option<u64>,
     /// Collapsing processes' own memory into huge pages (`None`: off).
     huge: Option<deltabox_process::hugepages::Collapser>,
 }
@@ -319,6 +321,7 @@ fn stage2(cfg: InitConfig) -> ! {
         quiet_since: std::time::Instant::now(),
         stalled: false,
         moving: None,
+        root_mnt: None,
         huge: None,
     };
     if init.cfg.huge_pages {
@@ -453,6 +456,9 @@ fn stage2(cfg: InitConfig) -> ! {
             };
             init.send(&reply);
             init.finish_move();
+            if init.root_mnt.is_none() {
+                init.root_mnt = mount_id("/").ok();
+            }
             init.retired.clear();
             init.quiet_since = std::time::Instant::now();
         }
@@ -830,7 +836,8 @@ impl Init {
             let _ = self.await_mount();
             return Reply::Busy { procs: others };
         }
-        let forked = match (self.shell, mount_id("/")) {
+        let root = self.root_mnt.map(Ok).unwrap_or_else(|| mount_id("/"));
+        let forked = match (self.shell, root) {
             (None, _) => Err(Reply::Err {
                 error: "the shell is not running".into(),
             }),
@@ -860,6 +867,7 @@ impl Init {
                 error: "the checkpoint was abandoned: no new root arrived".into(),
             };
         };
+        self.root_mnt = None;
         if let Err(error) = switch_root(&mnt) {
             template.kill();
             live.abandon();
@@ -954,6 +962,7 @@ impl Init {
         // The old root's last reference goes with these: its teardown (the overlay's
         // sync) happens after the reply, not before.
         self.retired.extend(mount::open_path(Path::new("/")).ok());
+        self.root_mnt = None;
         if let Err(error) = switch_root(&mnt) {
             if let Some(c) = copy {
                 c.kill();
@@ -1024,6 +1033,9 @@ impl Init {
         let mnt = fds
             .first()
             .ok_or_else(|| "no mount descriptor sent".to_string());
+        if matches!(req, Request::Root) {
+            self.root_mnt = None;
+        }
         let res: R<Reply> = match req {
             Request::Root if self.cfg.adopt.is_some() => {
                 mnt.and_then(|m| self.adopt_root(m)).map(|_| ok())
