@@ -2,7 +2,7 @@
 //! entry per 2 MiB instead of 512.
 //!
 //! Forking is most of a checkpoint, and most of a fork is the page-table copy
-//! (copy_page_range: ~75% of the clone of the bench's 72 MB REPL). Memory mapped by huge
+//! (copy_page_range: 67-78% of the clone of the bench's 72 MB REPL, perf). Memory mapped by huge
 //! pages forks ~8x faster (C probe, 72 MB: 0.13 ms instead of 1.0 ms); once a write has
 //! split a shared huge page, its entries still map one large folio and are copied in
 //! batches (0.57 ms).
