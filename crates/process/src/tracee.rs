@@ -49,9 +49,9 @@ pub fn resume_regs(mut r: user_regs_struct) -> user_regs_struct {
 
 /// The calling thread and a process pinned together on the CPU the thread is on, until
 /// released: every ptrace round trip (a stop, an injected syscall, a batch) then
-/// switches tasks on one CPU instead of waking the other side on another. On this VM a
-/// wake-up of an idle vCPU costs 0.1-0.5 ms; three injected syscalls took 350 us apart
-/// and 105 us together. Both affinities are put back on release (or drop): the
+/// switches tasks on one CPU instead of waking the other side on another (three injected
+/// syscalls took 350 us apart and 105 us together here). Both affinities are put back
+/// on release (or drop): the
 /// process's is part of its state. Pinning is best effort; a failure leaves both as
 /// they were.
 pub struct OneCpu {
@@ -83,7 +83,7 @@ impl OneCpu {
     }
 
     /// The process's own affinity, which a fork made while pinned must be given.
-    pub fn original(&self) -> Option<CpuSet> {
+    fn original(&self) -> Option<CpuSet> {
         self.theirs.map(|(_, set)| set)
     }
 
