@@ -51,9 +51,8 @@ pub fn resume_regs(mut r: user_regs_struct) -> user_regs_struct {
 /// released: every ptrace round trip (a stop, an injected syscall, a batch) then
 /// switches tasks on one CPU instead of waking the other side on another (three injected
 /// syscalls took 350 us apart and 105 us together here). Both affinities are put back
-/// on release (or drop): the
-/// process's is part of its state. Pinning is best effort; a failure leaves both as
-/// they were.
+/// on release (or drop): the process's is part of its state. Pinning is best effort; a
+/// failure leaves both as they were.
 pub struct OneCpu {
     mine: Option<CpuSet>,
     theirs: Option<(Pid, CpuSet)>,
