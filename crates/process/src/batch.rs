@@ -7,6 +7,7 @@
 //! and copies at memcpy speed in the process's own address space.
 
 use crate::error::{ProcessError, Result};
+use crate::pagemap::PAGE;
 use crate::tracee::Tracee;
 
 /// x86-64 machine code: for each 64-byte entry of the table at rbx (r12 entries):
@@ -47,7 +48,6 @@ const SAVE: u64 = 1 << 62;
 const FD_ARG4: u64 = 1 << 61;
 const FD_ARG0: u64 = 1 << 60;
 const COPY: u64 = 1 << 59;
-const PAGE: u64 = 4096;
 
 /// One entry of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -33,4 +33,15 @@ pub enum ProcessError {
     Seccomp { op: &'static str, why: String },
 }
 
+impl ProcessError {
+    /// A failed read of /proc/`pid`/`file`.
+    pub(crate) fn proc(pid: i32, file: &'static str, e: std::io::Error) -> ProcessError {
+        ProcessError::Proc {
+            pid,
+            file,
+            why: e.to_string(),
+        }
+    }
+}
+
 pub type Result<T> = std::result::Result<T, ProcessError>;

@@ -16,7 +16,8 @@
 
 use crate::error::{ProcessError, Result};
 use crate::pagemap::{self, PAGE};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use deltabox_sys::pidfd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 pub const HUGE: u64 = 2 << 20;
@@ -41,12 +42,7 @@ pub fn aligned_ranges(maps: &str) -> Vec<u64> {
         let name = f.next().unwrap_or("");
         let anon =
             inode == "0" && (name.is_empty() || name == "[heap]" || name.starts_with("[anon:"));
-        let Some((a, b)) = range.split_once('-').and_then(|(a, b)| {
-            Some((
-                u64::from_str_radix(a, 16).ok()?,
-                u64::from_str_radix(b, 16).ok()?,
-            ))
-        }) else {
+        let Some((a, b)) = crate::inspect::maps_range(range) else {
             continue;
         };
         if !anon || perms != "rw-p" {
@@ -95,15 +91,10 @@ pub struct Collapsed {
 /// busy) are skipped; when no huge page can be had the pass ends early.
 pub fn collapse(pid: i32, ranges: &[u64], budget: Duration) -> Result<Collapsed> {
     let started = Instant::now();
-    let proc_err = |file, e: std::io::Error| ProcessError::Proc {
-        pid,
-        file,
-        why: e.to_string(),
-    };
-    let pm =
-        std::fs::File::open(format!("/proc/{pid}/pagemap")).map_err(|e| proc_err("pagemap", e))?;
-    let pidfd = pidfd_open(pid).map_err(|e| proc_err("pidfd", e))?;
-    let zero = crate::reroot::zero_pfn();
+    let pm = std::fs::File::open(format!("/proc/{pid}/pagemap"))
+        .map_err(|e| ProcessError::proc(pid, "pagemap", e))?;
+    let pidfd = pidfd::open(pid).map_err(|e| ProcessError::proc(pid, "pidfd", e.source))?;
+    let zero = pagemap::zero_pfn();
     let mut done = Collapsed::default();
     for &at in ranges {
         if done.looked > 0 && started.elapsed() >= budget {
@@ -119,7 +110,9 @@ pub fn collapse(pid: i32, ranges: &[u64], budget: Duration) -> Result<Collapsed>
         match collapse_range(&pidfd, at) {
             Ok(()) => done.collapsed += 1,
             Err(e) if e.raw_os_error() == Some(libc::ENOMEM) => break,
-            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Err(proc_err("pidfd", e)),
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {
+                return Err(ProcessError::proc(pid, "pidfd", e))
+            }
             Err(_) => {}
         }
     }
@@ -155,6 +148,18 @@ struct Shell {
     at_pass: u64,
     /// It grew since its last pass was planned.
     growing: bool,
+}
+
+impl Shell {
+    /// A shell of `anon` pages with nothing to collapse until it grows.
+    fn settled(pid: i32, anon: u64) -> Shell {
+        Shell {
+            pid,
+            seen: anon,
+            at_pass: anon,
+            growing: false,
+        }
+    }
 }
 
 impl Collapser {
@@ -226,12 +231,7 @@ impl Collapser {
             (_, None) => false,
         };
         if let (true, Some(anon)) = (grown, anon_pages) {
-            self.shell = Some(Shell {
-                pid: shell,
-                seen: anon,
-                at_pass: anon,
-                growing: false,
-            });
+            self.shell = Some(Shell::settled(shell, anon));
             self.queue(shell);
         }
         if self.pass.as_ref().is_some_and(|p| p.0 != shell) {
@@ -253,13 +253,7 @@ impl Collapser {
     /// A new shell that is a copy of a template (a restore, a fork): every page it has
     /// is shared, so only what it allocates from here on is worth a pass.
     pub fn copied_shell(&mut self, pid: i32, anon_pages: Option<u64>) {
-        let anon = anon_pages.unwrap_or(0);
-        self.shell = Some(Shell {
-            pid,
-            seen: anon,
-            at_pass: anon,
-            growing: false,
-        });
+        self.shell = Some(Shell::settled(pid, anon_pages.unwrap_or(0)));
         self.due.retain(|p| *p != pid);
     }
 
@@ -317,22 +311,10 @@ pub fn supported() -> bool {
     let at = (p as u64).next_multiple_of(HUGE);
     // SAFETY: [at, at + HUGE) lies inside the mapping made above; writing it is ours.
     unsafe { std::ptr::write_bytes(at as *mut u8, 1, HUGE as usize) };
-    let ok = pidfd_open(std::process::id() as i32)
-        .and_then(|fd| collapse_range(&fd, at))
-        .is_ok();
+    let ok = pidfd::open(std::process::id() as i32).is_ok_and(|fd| collapse_range(&fd, at).is_ok());
     // SAFETY: unmaps exactly the mapping made above.
     unsafe { libc::munmap(p, len) };
     ok
-}
-
-fn pidfd_open(pid: i32) -> std::io::Result<OwnedFd> {
-    // SAFETY: pidfd_open with integer arguments; returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh descriptor we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// MADV_COLLAPSE of the 2 MiB at `at` in the process behind `pidfd`.

@@ -56,11 +56,7 @@ pub fn read_proc(path: &str) -> std::io::Result<String> {
 }
 
 pub(crate) fn proc_read(pid: i32, file: &'static str) -> Result<String> {
-    read_proc(&format!("/proc/{pid}/{file}")).map_err(|e| ProcessError::Proc {
-        pid,
-        file,
-        why: e.to_string(),
-    })
+    read_proc(&format!("/proc/{pid}/{file}")).map_err(|e| ProcessError::proc(pid, file, e))
 }
 
 /// Value of `key:` in a /proc key-value file (status, fdinfo).
@@ -86,6 +82,15 @@ fn parse_start_time(stat: &str) -> Option<u64> {
     // comm (field 2) may hold spaces and parentheses: count from the last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
     rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// The addresses of a /proc/PID/maps line's first field (`start-end`, hex).
+pub(crate) fn maps_range(field: &str) -> Option<(u64, u64)> {
+    let (a, b) = field.split_once('-')?;
+    Some((
+        u64::from_str_radix(a, 16).ok()?,
+        u64::from_str_radix(b, 16).ok()?,
+    ))
 }
 
 /// A writable shared mapping in /proc/PID/maps, if any: writes through it from the live
@@ -310,11 +315,8 @@ pub fn inspect(pid: i32, ctx: &Context) -> Result<Capture> {
             "Unmap it (or map it MAP_PRIVATE) before the checkpoint",
         ));
     }
-    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).map_err(|e| ProcessError::Proc {
-        pid,
-        file: "cwd",
-        why: e.to_string(),
-    })?;
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd"))
+        .map_err(|e| ProcessError::proc(pid, "cwd", e))?;
     if cwd.to_string_lossy().ends_with(" (deleted)") {
         return Err(refuse(
             format!("its working directory {} was deleted", cwd.display()),
@@ -322,11 +324,8 @@ pub fn inspect(pid: i32, ctx: &Context) -> Result<Capture> {
         ));
     }
     let mut files = Vec::new();
-    let dir = std::fs::read_dir(format!("/proc/{pid}/fd")).map_err(|e| ProcessError::Proc {
-        pid,
-        file: "fd",
-        why: e.to_string(),
-    })?;
+    let dir = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map_err(|e| ProcessError::proc(pid, "fd", e))?;
     for e in dir.flatten() {
         let Ok(fd) = e.file_name().to_string_lossy().parse::<i32>() else {
             continue;

@@ -17,7 +17,7 @@
 
 use crate::batch::{Area, Op};
 use crate::error::{ProcessError, Result};
-use crate::inspect::{proc_read, vma_at, Vma};
+use crate::inspect::{maps_range, proc_read, vma_at, Vma};
 use crate::pagemap::{self, PAGE};
 use crate::tracee::Tracee;
 
@@ -155,15 +155,9 @@ pub fn plan(smaps: &str) -> Vec<Region> {
     for line in smaps.lines() {
         let mut f = line.split_whitespace();
         let Some(first) = f.next() else { continue };
-        if let Some((a, b)) = first
-            .split_once('-')
-            .filter(|_| !first.ends_with(':'))
-            .and_then(|(a, b)| {
-                Some((
-                    u64::from_str_radix(a, 16).ok()?,
-                    u64::from_str_radix(b, 16).ok()?,
-                ))
-            })
+        if let Some((a, b)) = Some(first)
+            .filter(|f| !f.ends_with(':'))
+            .and_then(maps_range)
         {
             flush(cur.take(), &mut out);
             let perms = f.next().unwrap_or("");
@@ -271,7 +265,8 @@ fn reroot_here(
     let started = std::time::Instant::now();
     let pid = t.pid.as_raw();
     let open = |file: &'static str| {
-        std::fs::File::open(format!("/proc/{pid}/{file}")).map_err(|e| proc_err(pid, file, e))
+        std::fs::File::open(format!("/proc/{pid}/{file}"))
+            .map_err(|e| ProcessError::proc(pid, file, e))
     };
     let files = Files {
         maps: &open("maps")?,
@@ -304,14 +299,6 @@ fn reroot_here(
 struct Files<'a> {
     maps: &'a std::fs::File,
     pagemap: &'a std::fs::File,
-}
-
-fn proc_err(pid: i32, file: &'static str, e: std::io::Error) -> ProcessError {
-    ProcessError::Proc {
-        pid,
-        file,
-        why: e.to_string(),
-    }
 }
 
 /// One slice: fresh mappings for `regions` inside one PROT_NONE reservation (a guard
@@ -438,9 +425,9 @@ fn fill_and_move(
 /// never touched, or zero read the same in a fresh mapping without a copy.
 fn own_runs(r: &Region, pagemap: &std::fs::File, pid: i32) -> Result<Vec<(u64, u64)>> {
     let pages = ((r.end - r.start) / PAGE) as usize;
-    let entries =
-        pagemap::read(pagemap, r.start, pages).map_err(|e| proc_err(pid, "pagemap", e))?;
-    let zero = zero_pfn();
+    let entries = pagemap::read(pagemap, r.start, pages)
+        .map_err(|e| ProcessError::proc(pid, "pagemap", e))?;
+    let zero = pagemap::zero_pfn();
     let own = |i: usize| {
         let e = entries[i];
         let (present, file_page) = (e & pagemap::PRESENT != 0, e & pagemap::FILE != 0);
@@ -461,36 +448,6 @@ fn own_runs(r: &Region, pagemap: &std::fs::File, pid: i32) -> Result<Vec<(u64, u
         i = j;
     }
     Ok(runs)
-}
-
-/// The frame number of the kernel's shared zero page, as pagemap shows it to us (a
-/// read of untouched anonymous memory maps it). `None` when pagemap hides frame numbers.
-pub(crate) fn zero_pfn() -> Option<u64> {
-    static ZERO: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
-    *ZERO.get_or_init(|| {
-        let len = PAGE as usize;
-        let (prot, flags) = (libc::PROT_READ, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS);
-        // SAFETY: a fresh private anonymous page, unmapped below; nothing else uses it.
-        let p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, -1, 0) };
-        if p == libc::MAP_FAILED {
-            return None;
-        }
-        // SAFETY: `p` is the readable page just mapped; the read maps the zero page.
-        let _ = unsafe { std::ptr::read_volatile(p as *const u8) };
-        let entry = pagemap_entry(p as u64);
-        // SAFETY: unmaps exactly the page mapped above.
-        unsafe { libc::munmap(p, len) };
-        let e = entry?;
-        (e & pagemap::PRESENT != 0 && e & pagemap::PFN != 0).then_some(e & pagemap::PFN)
-    })
-}
-
-fn pagemap_entry(addr: u64) -> Option<u64> {
-    let f = std::fs::File::open("/proc/self/pagemap").ok()?;
-    pagemap::read(&f, addr & !(PAGE - 1), 1)
-        .ok()?
-        .first()
-        .copied()
 }
 
 #[cfg(test)]

@@ -206,11 +206,7 @@ impl Tracee {
         let maps = crate::inspect::proc_read(self.pid.as_raw(), "maps")?;
         for line in maps.lines().filter(|l| l.ends_with("[vdso]")) {
             let range = line.split_whitespace().next().unwrap_or("");
-            let (a, b) = range.split_once('-').unwrap_or(("0", "0"));
-            let (a, b) = (
-                u64::from_str_radix(a, 16).unwrap_or(0),
-                u64::from_str_radix(b, 16).unwrap_or(0),
-            );
+            let (a, b) = crate::inspect::maps_range(range).unwrap_or((0, 0));
             let code = self.read_mem(a, (b - a) as usize)?;
             if let Some(off) = code.windows(2).position(|w| w == SYSCALL_INSN) {
                 return Ok(a + off as u64);
