@@ -226,6 +226,9 @@ corpus['note-{i}'] = 'y' * 4096
     )
 }
 
+/// The live REPL rewrites 10 MB of its heap (one byte per page of `scratch`).
+const DIRTY_10MB: &str = "for j in range(0, 10 << 20, 4096):\n    scratch[j] ^= 0xff";
+
 /// The last agent edit in the tree and the REPL's corpus size: what a restore must match.
 const PROBE: &str =
     "print(len(corpus), open(os.path.join(REPO, 'django/utils/text.py')).read().rsplit('\\n', 2)[-2].split()[-1])";
@@ -311,18 +314,10 @@ fn run_on(
     // Template memory: right after a checkpoint, then after the live copy rewrites 10 MB.
     let first = m.checkpoint(sb, Some("bench-start".into()))?.id;
     let template_after_checkpoint = memory(m, sb, &first)?;
-    py(
-        m,
-        sb,
-        "for j in range(0, 10 << 20, 4096):\n    scratch[j] ^= 0xff",
-    )?;
+    py(m, sb, DIRTY_10MB)?;
     let template_after_dirty_10mb = memory(m, sb, &first)?;
     m.checkpoint(control, None)?;
-    py(
-        m,
-        control,
-        "for j in range(0, 10 << 20, 4096):\n    scratch[j] ^= 0xff",
-    )?;
+    py(m, control, DIRTY_10MB)?;
 
     (opts.progress)(&format!(
         "deltabox: {} agent steps, each followed by a checkpoint (on both REPLs in turn)",

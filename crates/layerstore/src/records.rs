@@ -85,9 +85,9 @@ impl Reroot {
     /// `Auto` resolved against DELTABOX_REROOT (`0`/`off`, `eager`; anything else: on).
     pub fn resolved(self) -> Reroot {
         match self {
-            Reroot::Auto => match std::env::var("DELTABOX_REROOT").as_deref() {
-                Ok("0") | Ok("off") => Reroot::Off,
-                Ok("eager") => Reroot::Eager,
+            Reroot::Auto => match std::env::var("DELTABOX_REROOT").ok() {
+                v if turned_off(v.as_deref()) => Reroot::Off,
+                Some(v) if v == "eager" => Reroot::Eager,
                 _ => Reroot::On,
             },
             r => r,
@@ -117,13 +117,15 @@ impl HugePages {
     /// Whether it is on, `Auto` resolved against DELTABOX_HUGEPAGES (`0`/`off`: off).
     pub fn enabled(self) -> bool {
         match self {
-            HugePages::Auto => !matches!(
-                std::env::var("DELTABOX_HUGEPAGES").as_deref(),
-                Ok("0") | Ok("off")
-            ),
+            HugePages::Auto => !turned_off(std::env::var("DELTABOX_HUGEPAGES").ok().as_deref()),
             h => h == HugePages::On,
         }
     }
+}
+
+/// Whether a daemon setting's environment value turns the feature off (`0` or `off`).
+fn turned_off(value: Option<&str>) -> bool {
+    matches!(value, Some("0") | Some("off"))
 }
 
 /// A process, named so that pid reuse cannot impersonate it.

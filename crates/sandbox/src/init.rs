@@ -287,7 +287,7 @@ fn pidfd_target_at(pid: i32, fd: i32, level: Option<usize>) -> Option<i32> {
 fn stage2(cfg: InitConfig) -> ! {
     // SAFETY: FD_CONTROL was set up by the daemon and is owned by us from here on.
     let ctl = unsafe { OwnedFd::from_raw_fd(FD_CONTROL) };
-    let reroot = cfg.reroot;
+    let (reroot, huge_pages) = (cfg.reroot, cfg.huge_pages);
     let mut init = Init {
         cfg,
         ctl,
@@ -322,13 +322,9 @@ fn stage2(cfg: InitConfig) -> ! {
         stalled: false,
         moving: None,
         root_mnt: None,
-        huge: None,
+        huge: huge_pages
+            .then(|| deltabox_process::hugepages::Collapser::new(std::time::Instant::now())),
     };
-    if init.cfg.huge_pages {
-        init.huge = Some(deltabox_process::hugepages::Collapser::new(
-            std::time::Instant::now(),
-        ));
-    }
     if init.cfg.adopt.is_some() {
         // SAFETY: FD_ADOPT_PIDFD was passed by the daemon and is owned by us from here;
         // it moves out of the way of the shell's descriptors (FD_SHELL_STDIN is 4 too).
@@ -757,12 +753,8 @@ impl Init {
 
     /// A new copy of the template of `ck` (none without one), its lineage noted.
     fn spawn_copy(&mut self, ck: &str) -> Option<Result<Move, ProcessError>> {
-        let t = self.templates.get_mut(ck)?;
-        let lineage = match self.lineage.get(&t.pid().as_raw()) {
-            Some(l) => l.forked(),
-            None => Lineage::default().forked(),
-        };
-        let copy = t.spawn();
+        let lineage = self.lineage_of(self.templates.get(ck)?.pid()).forked();
+        let copy = self.templates.get_mut(ck)?.spawn();
         if let Ok(m) = &copy {
             self.lineage.insert(m.pid().as_raw(), lineage);
         }
@@ -867,8 +859,7 @@ impl Init {
                 error: "the checkpoint was abandoned: no new root arrived".into(),
             };
         };
-        self.root_mnt = None;
-        if let Err(error) = switch_root(&mnt) {
+        if let Err(error) = self.switch_root(&mnt) {
             template.kill();
             live.abandon();
             return Reply::Err { error };
@@ -889,6 +880,13 @@ impl Init {
             templates: vec![TemplateInfo { ck, pid }],
             ..Done::default()
         })
+    }
+
+    /// Moves the sandbox onto `mnt` (see `switch_root`); the root's mount id is read
+    /// again after the reply.
+    fn switch_root(&mut self, mnt: &OwnedFd) -> R<()> {
+        self.root_mnt = None;
+        switch_root(mnt)
     }
 
     fn finish_move(&mut self) {
@@ -962,8 +960,7 @@ impl Init {
         // The old root's last reference goes with these: its teardown (the overlay's
         // sync) happens after the reply, not before.
         self.retired.extend(mount::open_path(Path::new("/")).ok());
-        self.root_mnt = None;
-        if let Err(error) = switch_root(&mnt) {
+        if let Err(error) = self.switch_root(&mnt) {
             if let Some(c) = copy {
                 c.kill();
             }
